@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs every Debian package Vireo's build, tests and guest recipes need.
+# Idempotent; safe to run on a fresh Debian 12 machine as root.
+set -euo pipefail
+PKGS=(
+  nasm xorriso mtools cpio kmod gzip dosfstools
+  seabios qemu-system-x86 qemu-utils
+  grub-pc-bin grub-common
+  iproute2 bridge-utils
+  xvfb imagemagick xdotool
+  libegl1 libegl-mesa0 libgl1-mesa-dri mesa-vulkan-drivers libxkbcommon0 libxkbcommon-x11-0
+  libx11-6 libxcursor1 libxrandr2 libxi6 libwayland-client0 libwayland-egl1
+  fonts-dejavu-core
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
