@@ -1,1 +1,43 @@
-fn main() {}
+//! `vireo`: the desktop app by default; `vireo run ...` boots a VM headless
+//! with its serial console on the terminal.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// Vireo: a desktop virtual machine manager with its own VMM (KVM).
+///
+/// With no command, opens the main window. `vireo run` boots a VM headless,
+/// with the guest's serial console on this terminal (Ctrl-A x quits).
+#[derive(Parser, Debug)]
+#[command(name = "vireo", version, about, long_about)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot a VM headless; the guest's COM1 becomes this terminal.
+    Run(cli::RunArgs),
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let code = match args.command {
+        Some(Command::Run(r)) => cli::run(r),
+        None => {
+            eprintln!("vireo: the desktop window is not built into this version yet; use `vireo run --help`");
+            2
+        }
+    };
+    std::process::exit(code);
+}

@@ -2,11 +2,17 @@
 //! and emulates a PC. The app, the headless CLI and the tests are its
 //! clients; this file is the public API and nothing else.
 
+pub mod boot;
 pub mod bus;
+pub mod cpuid;
 pub mod devices;
+pub mod memory;
 pub mod spec;
+pub mod vcpu;
+pub mod vm;
 
 pub use spec::{
     BootOrder, BootSpec, DiskFormat, DiskInterface, DiskSpec, FirmwareBoot, LinuxBoot, NicSpec,
     VmSpec,
 };
+pub use vm::{StopReason, Vm, VmError, VmEvent, VmState};

@@ -1,0 +1,734 @@
+//! Building a machine from a [`VmSpec`], owning its threads, and its
+//! lifecycle. A [`Vm`] is the handle clients hold; each boot of it is a
+//! [`Machine`] (a KVM VM with its memory, devices and vCPU threads). A guest
+//! reset tears the machine down and builds a fresh one from the same spec,
+//! which resets every device exactly.
+
+use std::fs::File;
+use std::os::unix::thread::JoinHandleExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MmapRegion};
+
+use crate::boot;
+use crate::bus::{Bus, SharedDevice};
+use crate::devices::legacy::{DebugConsole, PostPort, DEBUGCON_PORT, POST_PORT};
+use crate::devices::serial::{SerialDevice, COM1_BASE, COM1_IRQ};
+use crate::devices::{IrqLine, PowerEvent, PowerHandle};
+use crate::memory::{GuestMem, MemoryLayout, KVM_IDENTITY_MAP, KVM_TSS, MIB, ONE_MIB};
+use crate::spec::{BootSpec, VmSpec};
+use crate::vcpu::{self, ExitCell, MachineExit, PauseGate, VcpuContext};
+
+/// Debian's SeaBIOS.
+pub const DEFAULT_BIOS: &str = "/usr/share/seabios/bios-256k.bin";
+
+/// The lifecycle state of a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmState {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+/// Why a VM stopped for good.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest powered off (ACPI S5).
+    PowerOff,
+    /// The guest reset and the VM was told not to reboot.
+    Reset,
+    /// The host forced it off.
+    ForcedOff,
+    /// A fatal guest fault; the report names it and the vCPU registers.
+    Fault(String),
+}
+
+/// What a VM tells its clients, in order, on a crossbeam channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmEvent {
+    Started,
+    Paused,
+    Resumed,
+    /// Bytes the guest wrote to COM1.
+    Serial(Vec<u8>),
+    /// The guest reset and the VM restarted.
+    Reset,
+    /// A fatal fault report (followed by `Stopped(Fault)`).
+    Fault(String),
+    Stopped(StopReason),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("cannot use /dev/kvm: {0}. Vireo needs KVM: load the kvm module, and run as root or as a member of the kvm group")]
+    KvmUnavailable(String),
+    #[error("{0}")]
+    InvalidSpec(String),
+    #[error(transparent)]
+    Boot(#[from] boot::linux::LinuxBootError),
+    #[error("firmware: {0}")]
+    Firmware(String),
+    #[error("KVM: {0}")]
+    Kvm(String),
+    #[error("guest memory: {0}")]
+    Memory(String),
+    #[error("device setup: {0}")]
+    Device(String),
+    #[error("the VM was already started")]
+    AlreadyStarted,
+}
+
+fn kvm_err(what: &str) -> impl Fn(kvm_ioctls::Error) -> VmError + '_ {
+    move |e| VmError::Kvm(format!("{what}: {e}"))
+}
+
+/// Host memory in MiB, from /proc/meminfo.
+pub fn host_memory_mib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// Opens /dev/kvm with a clear error.
+pub fn open_kvm() -> Result<Kvm, VmError> {
+    if !Path::new("/dev/kvm").exists() {
+        return Err(VmError::KvmUnavailable("/dev/kvm does not exist".into()));
+    }
+    Kvm::new().map_err(|e| VmError::KvmUnavailable(e.to_string()))
+}
+
+/// The most vCPUs KVM allows here.
+pub fn max_vcpus() -> Result<usize, VmError> {
+    Ok(open_kvm()?.get_max_vcpus())
+}
+
+/// Checks a spec against the host before anything is built.
+pub fn validate_spec(spec: &VmSpec) -> Result<(), VmError> {
+    if spec.memory_mib == 0 {
+        return Err(VmError::InvalidSpec(
+            "memory must be at least 1 MiB (try --memory 256)".into(),
+        ));
+    }
+    if spec.memory_mib < 2 {
+        return Err(VmError::InvalidSpec(
+            "memory of 1 MiB is too small to boot anything (try --memory 256)".into(),
+        ));
+    }
+    if let Some(host) = host_memory_mib() {
+        if spec.memory_mib > host {
+            return Err(VmError::InvalidSpec(format!(
+                "memory of {} MiB is more than this host has ({host} MiB); choose a smaller --memory",
+                spec.memory_mib
+            )));
+        }
+    }
+    let kvm = open_kvm()?;
+    let max = kvm.get_max_vcpus();
+    if spec.cpus == 0 {
+        return Err(VmError::InvalidSpec(
+            "a VM needs at least 1 CPU (try --cpus 1)".into(),
+        ));
+    }
+    if spec.cpus as usize > max || spec.cpus > 255 {
+        return Err(VmError::InvalidSpec(format!(
+            "{} CPUs is more than KVM allows here ({}); choose a smaller --cpus",
+            spec.cpus,
+            max.min(255)
+        )));
+    }
+    Ok(())
+}
+
+/// An IrqLine over KVM_IRQ_LINE (drives the in-kernel PIC and IOAPIC pin).
+pub struct KvmIrq {
+    vm: Arc<VmFd>,
+    gsi: u32,
+}
+
+impl KvmIrq {
+    pub fn new(vm: Arc<VmFd>, gsi: u32) -> Arc<Self> {
+        Arc::new(KvmIrq { vm, gsi })
+    }
+}
+
+impl IrqLine for KvmIrq {
+    fn set_level(&self, high: bool) {
+        if let Err(e) = self.vm.set_irq_line(self.gsi, high) {
+            log::warn!("KVM_IRQ_LINE {} failed: {e}", self.gsi);
+        }
+    }
+}
+
+/// Who is told when something visible changes (serial, state, display).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+struct Shared {
+    spec: VmSpec,
+    tx: Sender<VmEvent>,
+    state: Mutex<VmState>,
+    state_cv: Condvar,
+    machine: Mutex<Option<Arc<Machine>>>,
+    waker: Mutex<Option<Waker>>,
+    final_reason: Mutex<Option<StopReason>>,
+    /// Host request that ends the current machine for good.
+    forced: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn emit(&self, ev: VmEvent) {
+        let _ = self.tx.send(ev);
+        self.wake();
+    }
+    fn wake(&self) {
+        let w = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(w) = w {
+            w();
+        }
+    }
+    fn set_state(&self, s: VmState) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        self.state_cv.notify_all();
+    }
+    fn machine(&self) -> Option<Arc<Machine>> {
+        self.machine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A virtual machine: the handle clients hold.
+pub struct Vm {
+    shared: Arc<Shared>,
+    events: Receiver<VmEvent>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    first: Mutex<Option<Machine>>,
+}
+
+impl Vm {
+    /// Validates the spec and builds the machine (loads kernel or firmware,
+    /// opens disks) without running it, so every input error surfaces here.
+    pub fn create(spec: VmSpec) -> Result<Vm, VmError> {
+        validate_spec(&spec)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            spec,
+            tx,
+            state: Mutex::new(VmState::Created),
+            state_cv: Condvar::new(),
+            machine: Mutex::new(None),
+            waker: Mutex::new(None),
+            final_reason: Mutex::new(None),
+            forced: Default::default(),
+        });
+        let machine = Machine::build(&shared)?;
+        Ok(Vm {
+            shared,
+            events: rx,
+            supervisor: Mutex::new(None),
+            first: Mutex::new(Some(machine)),
+        })
+    }
+
+    pub fn spec(&self) -> &VmSpec {
+        &self.shared.spec
+    }
+
+    /// The event stream. Every clone of the receiver shares one queue.
+    pub fn events(&self) -> Receiver<VmEvent> {
+        self.events.clone()
+    }
+
+    /// Called whenever serial output, state or the display changes.
+    pub fn set_waker(&self, f: Box<dyn Fn() + Send + Sync>) {
+        *self.shared.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::from(f));
+    }
+
+    pub fn state(&self) -> VmState {
+        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the vCPUs.
+    pub fn start(&self) -> Result<(), VmError> {
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or(VmError::AlreadyStarted)?;
+        let shared = self.shared.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("vm-{}", shared.spec.name))
+            .spawn(move || supervise(shared, first))
+            .map_err(|e| VmError::Device(format!("cannot start the VM thread: {e}")))?;
+        *self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the guest's progress; returns once every vCPU is parked.
+    pub fn pause(&self) {
+        if let Some(m) = self.shared.machine() {
+            if self.state() == VmState::Running {
+                m.pause();
+                self.shared.set_state(VmState::Paused);
+                self.shared.emit(VmEvent::Paused);
+            }
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(m) = self.shared.machine() {
+            if self.state() == VmState::Paused {
+                m.resume();
+                self.shared.set_state(VmState::Running);
+                self.shared.emit(VmEvent::Resumed);
+            }
+        }
+    }
+
+    /// Pulls the plug.
+    pub fn power_off(&self) {
+        self.shared.forced.store(true, Ordering::SeqCst);
+        if let Some(m) = self.shared.machine() {
+            m.exit.set(MachineExit::ForcedOff);
+        }
+    }
+
+    /// A hard reset, like the reset button.
+    pub fn reset(&self) {
+        if let Some(m) = self.shared.machine() {
+            m.exit.set(MachineExit::Reset);
+        }
+    }
+
+    /// Sends host input to the guest's COM1.
+    pub fn serial_input(&self, bytes: &[u8]) {
+        if let Some(m) = self.shared.machine() {
+            m.serial
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .enqueue_input(bytes);
+        }
+    }
+
+    /// Blocks until the VM has stopped for good.
+    pub fn wait(&self) -> StopReason {
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        while *st != VmState::Stopped {
+            st = self
+                .shared
+                .state_cv
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        drop(st);
+        self.shared
+            .final_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or(StopReason::ForcedOff)
+    }
+
+    /// Like [`Vm::wait`], with a limit.
+    pub fn wait_timeout(&self, limit: Duration) -> Option<StopReason> {
+        let deadline = Instant::now() + limit;
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        while *st != VmState::Stopped {
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            st = self
+                .shared
+                .state_cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(st);
+        self.shared
+            .final_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// KVM_RUN exits so far in the current machine (diagnostics, benchmarks).
+    pub fn exit_count(&self) -> usize {
+        self.shared
+            .machine()
+            .map(|m| m.exits.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.power_off();
+        if let Some(h) = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Runs machines until the VM stops for good.
+fn supervise(shared: Arc<Shared>, first: Machine) {
+    let mut next = Some(first);
+    let mut started = false;
+    let reason = loop {
+        let machine = match next.take() {
+            Some(m) => Arc::new(m),
+            None => match Machine::build(&shared) {
+                Ok(m) => Arc::new(m),
+                Err(e) => break StopReason::Fault(format!("restart after reset failed: {e}")),
+            },
+        };
+        *shared.machine.lock().unwrap_or_else(|e| e.into_inner()) = Some(machine.clone());
+        if let Err(e) = machine.start_vcpus() {
+            machine.exit.set(MachineExit::Fault(e.to_string()));
+        } else {
+            shared.set_state(VmState::Running);
+            if !started {
+                shared.emit(VmEvent::Started);
+                started = true;
+            }
+        }
+        let exit = machine.exit.wait();
+        machine.stop_vcpus();
+        *shared.machine.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        drop(machine);
+        match exit {
+            MachineExit::Reset
+                if !shared.spec.no_reboot && !shared.forced.load(Ordering::SeqCst) =>
+            {
+                shared.emit(VmEvent::Reset);
+                continue;
+            }
+            MachineExit::Reset => break StopReason::Reset,
+            MachineExit::PowerOff => break StopReason::PowerOff,
+            MachineExit::ForcedOff => break StopReason::ForcedOff,
+            MachineExit::Fault(report) => {
+                log::error!("{report}");
+                shared.emit(VmEvent::Fault(report.clone()));
+                break StopReason::Fault(report);
+            }
+        }
+    };
+    *shared
+        .final_reason
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+    shared.set_state(VmState::Stopped);
+    shared.emit(VmEvent::Stopped(reason));
+}
+
+/// One boot of a VM.
+pub struct Machine {
+    vm_fd: Arc<VmFd>,
+    mem: GuestMem,
+    io_bus: Bus,
+    mmio_bus: Bus,
+    exit: Arc<ExitCell>,
+    pause: Arc<PauseGate>,
+    exits: Arc<AtomicUsize>,
+    vcpus: Mutex<Vec<VcpuFd>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    serial: Arc<Mutex<SerialDevice>>,
+    _firmware: Option<MmapRegion>,
+}
+
+impl Machine {
+    fn build(shared: &Arc<Shared>) -> Result<Machine, VmError> {
+        let spec = &shared.spec;
+        let kvm = open_kvm()?;
+        let vm_fd = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
+        vm_fd
+            .set_identity_map_address(KVM_IDENTITY_MAP)
+            .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        vm_fd
+            .set_tss_address(KVM_TSS as usize)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        vm_fd
+            .create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm_fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+
+        // Guest RAM.
+        let layout = MemoryLayout::new(spec.memory_mib * MIB);
+        let mem = layout.allocate().map_err(|e| {
+            VmError::Memory(format!("cannot allocate {} MiB: {e}", spec.memory_mib))
+        })?;
+        for (slot, region) in mem.iter().enumerate() {
+            let host = region
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .map_err(|e| VmError::Memory(e.to_string()))?;
+            let r = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().raw_value(),
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: the region is owned by `mem`, which the Machine keeps
+            // alive for as long as the VM fd exists.
+            unsafe { vm_fd.set_user_memory_region(r) }
+                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+        let next_slot = mem.num_regions() as u32;
+
+        let exit = Arc::new(ExitCell::default());
+        let power = {
+            let exit = exit.clone();
+            PowerHandle::new(move |ev| match ev {
+                PowerEvent::Reset => exit.set(MachineExit::Reset),
+                PowerEvent::PowerOff => exit.set(MachineExit::PowerOff),
+            })
+        };
+        let _ = &power;
+        let io_bus = Bus::new();
+        let mmio_bus = Bus::new();
+        let irq = |gsi: u32| -> Arc<dyn IrqLine> { KvmIrq::new(vm_fd.clone(), gsi) };
+
+        // COM1.
+        let sink_shared = shared.clone();
+        let serial = Arc::new(Mutex::new(SerialDevice::new(
+            irq(COM1_IRQ),
+            Box::new(move |b: &[u8]| sink_shared.emit(VmEvent::Serial(b.to_vec()))),
+        )));
+        insert(&io_bus, serial.clone(), COM1_BASE, 8)?;
+
+        // Debug console (SeaBIOS log) and POST port.
+        let log: Option<Box<dyn std::io::Write + Send>> = match &spec.firmware_log {
+            Some(p) => Some(Box::new(File::create(p).map_err(|e| {
+                VmError::InvalidSpec(format!(
+                    "cannot write the firmware log {}: {e}",
+                    p.display()
+                ))
+            })?)),
+            None => None,
+        };
+        insert(
+            &io_bus,
+            Arc::new(Mutex::new(DebugConsole::new(log))),
+            DEBUGCON_PORT,
+            1,
+        )?;
+        insert(
+            &io_bus,
+            Arc::new(Mutex::new(PostPort::default())),
+            POST_PORT,
+            1,
+        )?;
+
+        // vCPUs.
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let mut vcpus = Vec::new();
+        for i in 0..spec.cpus {
+            let v = vm_fd
+                .create_vcpu(i as u64)
+                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+            let cpuid = crate::cpuid::for_vcpu(&supported, i, spec.cpus);
+            v.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+            vcpus.push(v);
+        }
+
+        // Boot.
+        let mut firmware = None;
+        match &spec.boot {
+            BootSpec::Linux(l) => {
+                let entry = boot::linux::load(
+                    &mem,
+                    &layout,
+                    &l.kernel,
+                    l.initrd.as_deref(),
+                    &l.cmdline,
+                    None,
+                )?;
+                boot::x86::write_tables(&mem).map_err(|e| VmError::Memory(e.to_string()))?;
+                let bsp = &vcpus[0];
+                let sregs = bsp.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+                bsp.set_sregs(&boot::x86::long_mode_sregs(sregs))
+                    .map_err(kvm_err("KVM_SET_SREGS"))?;
+                bsp.set_regs(&boot::x86::entry_regs(entry.entry, entry.boot_params))
+                    .map_err(kvm_err("KVM_SET_REGS"))?;
+                let fpu = kvm_bindings::kvm_fpu {
+                    fcw: 0x37f,
+                    mxcsr: 0x1f80,
+                    ..Default::default()
+                };
+                bsp.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
+                for v in &vcpus {
+                    crate::cpuid::set_lint(v).map_err(kvm_err("KVM_SET_LAPIC"))?;
+                }
+            }
+            BootSpec::Firmware(fw) => {
+                let path = fw.bios.clone().unwrap_or_else(|| DEFAULT_BIOS.into());
+                firmware = Some(load_firmware(&vm_fd, &mem, &path, next_slot)?);
+            }
+        }
+
+        Ok(Machine {
+            vm_fd,
+            mem,
+            io_bus,
+            mmio_bus,
+            exit,
+            pause: Arc::new(PauseGate::default()),
+            exits: Arc::new(AtomicUsize::new(0)),
+            vcpus: Mutex::new(vcpus),
+            threads: Mutex::new(Vec::new()),
+            serial,
+            _firmware: firmware,
+        })
+    }
+
+    /// Guest memory (for tests and device wiring).
+    pub fn memory(&self) -> &GuestMem {
+        &self.mem
+    }
+
+    fn start_vcpus(&self) -> Result<(), VmError> {
+        vcpu::install_kick_handler();
+        let vcpus = std::mem::take(&mut *self.vcpus.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        for (index, v) in vcpus.into_iter().enumerate() {
+            let ctx = VcpuContext {
+                index,
+                io_bus: self.io_bus.clone(),
+                mmio_bus: self.mmio_bus.clone(),
+                exit: self.exit.clone(),
+                pause: self.pause.clone(),
+                exits: self.exits.clone(),
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || vcpu::run_vcpu(v, ctx))
+                .map_err(|e| VmError::Device(format!("cannot start a vCPU thread: {e}")))?;
+            threads.push(t);
+        }
+        Ok(())
+    }
+
+    fn kick_all(&self) {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        for t in threads.iter() {
+            if !t.is_finished() {
+                // SAFETY: the thread has not been joined, so its pthread_t is valid.
+                unsafe {
+                    libc::pthread_kill(t.as_pthread_t(), vcpu::kick_signal());
+                }
+            }
+        }
+    }
+
+    fn pause(&self) {
+        self.pause.set_paused(true);
+        let n = self.threads.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.pause.parked() < n && !self.exit.is_set() && Instant::now() < deadline {
+            self.kick_all();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn resume(&self) {
+        self.pause.set_paused(false);
+    }
+
+    fn stop_vcpus(&self) {
+        self.pause.set_paused(false);
+        loop {
+            let all_done = self
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .all(|t| t.is_finished());
+            if all_done {
+                break;
+            }
+            self.kick_all();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for t in self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = t.join();
+        }
+        let _ = &self.vm_fd;
+    }
+}
+
+fn insert(bus: &Bus, dev: SharedDevice, base: u64, len: u64) -> Result<(), VmError> {
+    bus.insert(dev, base, len)
+        .map_err(|e| VmError::Device(e.to_string()))
+}
+
+/// Maps a BIOS image so it ends at 4 GiB (read-only), and copies its last
+/// 128 KiB into RAM at 0xE0000 as the legacy shadow.
+fn load_firmware(
+    vm_fd: &VmFd,
+    mem: &GuestMem,
+    path: &Path,
+    slot: u32,
+) -> Result<MmapRegion, VmError> {
+    let data = std::fs::read(path).map_err(|e| {
+        VmError::Firmware(format!(
+            "cannot read BIOS {}: {e} (install Debian's seabios package, or pass --bios PATH)",
+            path.display()
+        ))
+    })?;
+    let size = data.len();
+    if size == 0 || size % 0x10000 != 0 || size > 16 << 20 {
+        return Err(VmError::Firmware(format!(
+            "{} is not a BIOS image: its size ({size} bytes) is not a multiple of 64 KiB up to 16 MiB",
+            path.display()
+        )));
+    }
+    let region = MmapRegion::new(size).map_err(|e| VmError::Memory(e.to_string()))?;
+    // SAFETY: the region was just mapped with `size` bytes and nothing else
+    // references it yet.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), region.as_ptr(), size) };
+    let r = kvm_userspace_memory_region {
+        slot,
+        flags: KVM_MEM_READONLY,
+        guest_phys_addr: (1u64 << 32) - size as u64,
+        memory_size: size as u64,
+        userspace_addr: region.as_ptr() as u64,
+    };
+    // SAFETY: `region` is returned to and kept alive by the Machine.
+    unsafe { vm_fd.set_user_memory_region(r) }.map_err(kvm_err("mapping the BIOS"))?;
+    let shadow = size.min(128 << 10);
+    mem.write_slice(
+        &data[size - shadow..],
+        GuestAddress(ONE_MIB - shadow as u64),
+    )
+    .map_err(|e| VmError::Memory(format!("BIOS shadow: {e}")))?;
+    Ok(region)
+}
