@@ -3,7 +3,9 @@
 //! [`IrqLine`], power requests through a [`PowerHandle`], so that every
 //! device can be unit-tested without /dev/kvm.
 
+pub mod acpi_pm;
 pub mod pci;
+pub mod rtc;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
