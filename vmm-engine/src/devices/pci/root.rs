@@ -29,9 +29,16 @@
 //! PCIe extended config space (MMCONFIG), hot-plug.
 //!
 //! Note on lifetimes: the root holds clones of the buses it maps BARs on,
-//! and the port-I/O bus holds the root, so the two keep each other alive.
-//! Remove the root from the bus (`io_bus.remove(0xCF8)`) when tearing a VM
-//! down, or call [`PciRoot::clear`].
+//! and the port-I/O bus holds the root, so the two keep each other alive
+//! (and the buses hold every mapped device). When tearing a VM down, call
+//! [`PciRoot::clear`] (unmaps every BAR, drops the devices) and remove the
+//! root from the bus (`io_bus.remove(0xCF8)`) to break the cycle.
+//!
+//! Locking: a config write runs with the root locked and then locks the
+//! target device (and, to retry failed mappings, other devices) one at a
+//! time. Devices must never lock the root. Callbacks a device runs from
+//! `config_write` or `bar_remapped` (the i440FX PAM callback, a RAM BAR's
+//! memory-slot update) run under those locks.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -131,8 +138,8 @@ impl PciRoot {
         }
     }
 
-    /// Unmaps and drops every function (VM teardown; breaks the
-    /// bus <-> root reference cycle together with removing the root).
+    /// Unmaps and drops every function and the 0xCF9 device (VM teardown;
+    /// remove the root from the port-I/O bus as well to free it).
     pub fn clear(&mut self) {
         let devfns: Vec<u8> = self.slots.keys().copied().collect();
         for d in devfns {
@@ -1093,5 +1100,49 @@ mod tests {
         r.irq_line_for(2, 0).set_level(true);
         r.irq_line_for(2, 9).set_level(true);
         assert_eq!(levels.lock().unwrap().len(), n);
+    }
+
+    #[test]
+    fn i440fx_and_piix3_through_the_ports() {
+        use crate::devices::pci::i440fx::{I440fx, PamMode, I440FX_DEVFN};
+        use crate::devices::pci::piix3::{Piix3, PIIX3_DEVFN};
+        let m = machine();
+        let (router, levels) = router();
+        let host = Arc::new(Mutex::new(I440fx::new()));
+        let pam_seen = Arc::new(Mutex::new(None));
+        let seen = pam_seen.clone();
+        host.lock()
+            .unwrap()
+            .set_pam_callback(Box::new(move |st| *seen.lock().unwrap() = Some(*st)));
+        m.root
+            .lock()
+            .unwrap()
+            .add_device(I440FX_DEVFN, host.clone());
+        m.root.lock().unwrap().add_device(
+            PIIX3_DEVFN,
+            Arc::new(Mutex::new(Piix3::new(router.clone()))),
+        );
+        // Enumeration as SeaBIOS does it.
+        assert_eq!(m.cfg_read32(0x00, 0), 0x1237_8086);
+        assert_eq!(m.cfg_read32(0x08, 0), 0x7000_8086);
+        assert_eq!(m.cfg_read32(0x08, 0x0c) >> 16 & 0xff, 0x80);
+        assert_eq!(m.cfg_read32(0x09, 0), 0xffff_ffff);
+        // PIRQ routing through 0xcfc + n byte writes.
+        m.select(PIIX3_DEVFN, 0x60);
+        for (i, irq) in [10u8, 10, 11, 11].iter().enumerate() {
+            m.io.write(0xcfc + i as u64, &[*irq]);
+        }
+        assert_eq!(m.cfg_read32(PIIX3_DEVFN, 0x60), 0x0b0b_0a0a);
+        let line = router.irq_line_for(3, 1); // PIRQC
+        line.set_level(true);
+        assert_eq!(*levels.lock().unwrap(), vec![(11, true)]);
+        // PAM through a dword at 0x58.
+        m.cfg_write32(I440FX_DEVFN, 0x58, 0x3333_3000);
+        let st = pam_seen.lock().unwrap().expect("PAM callback ran");
+        assert_eq!(st[0], PamMode::ReadWrite);
+        assert_eq!(st[1], PamMode::ReadWrite);
+        assert_eq!(st[4], PamMode::ReadWrite, "0xcc000: PAM2 high nibble");
+        assert_eq!(st[5], PamMode::Off, "0xd0000 is PAM3, not written yet");
+        assert_eq!(host.lock().unwrap().pam_state(), st);
     }
 }
