@@ -3,8 +3,10 @@
 //! [`IrqLine`], power requests through a [`PowerHandle`], so that every
 //! device can be unit-tested without /dev/kvm.
 
+pub mod acpi_pm;
 pub mod legacy;
 pub mod pci;
+pub mod rtc;
 pub mod serial;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

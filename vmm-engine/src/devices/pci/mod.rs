@@ -2,6 +2,10 @@
 //! the [`PciDevice`] trait every PCI function implements. The host bridge,
 //! config mechanism #1 and the PIIX3 live beside this file.
 
+pub mod i440fx;
+pub mod piix3;
+pub mod root;
+
 /// Config-space register offsets.
 pub mod reg {
     pub const VENDOR_ID: usize = 0x00;
@@ -143,6 +147,11 @@ impl PciConfig {
         let size = size.max(2048).next_power_of_two();
         self.rom_size = size;
         self.set_wmask_u32(reg::ROM_BAR, !(size - 1) | 1);
+    }
+
+    /// Size of the expansion ROM BAR in bytes (0: none).
+    pub fn rom_size(&self) -> u32 {
+        self.rom_size
     }
 
     pub fn bar_spec(&self, index: usize) -> Option<BarSpec> {
