@@ -3,6 +3,8 @@
 //! [`IrqLine`], power requests through a [`PowerHandle`], so that every
 //! device can be unit-tested without /dev/kvm.
 
+pub mod i8042;
+pub mod keys;
 pub mod pci;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
