@@ -4,6 +4,8 @@
 //! device can be unit-tested without /dev/kvm.
 
 pub mod acpi_pm;
+pub mod i8042;
+pub mod keys;
 pub mod legacy;
 pub mod pci;
 pub mod rtc;
