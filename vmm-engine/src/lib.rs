@@ -2,6 +2,7 @@
 //! and emulates a PC. The app, the headless CLI and the tests are its
 //! clients; this file is the public API and nothing else.
 
+pub mod acpi;
 pub mod boot;
 pub mod bus;
 pub mod cpuid;

@@ -4,6 +4,7 @@
 //! device can be unit-tested without /dev/kvm.
 
 pub mod acpi_pm;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod keys;
 pub mod legacy;
