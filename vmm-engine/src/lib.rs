@@ -2,6 +2,7 @@
 //! and emulates a PC. The app, the headless CLI and the tests are its
 //! clients; this file is the public API and nothing else.
 
+pub mod block;
 pub mod bus;
 pub mod devices;
 pub mod spec;
