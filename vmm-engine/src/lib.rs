@@ -3,6 +3,7 @@
 //! clients; this file is the public API and nothing else.
 
 pub mod acpi;
+pub mod block;
 pub mod boot;
 pub mod bus;
 pub mod cpuid;
