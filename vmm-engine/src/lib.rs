@@ -8,6 +8,7 @@ pub mod boot;
 pub mod bus;
 pub mod cpuid;
 pub mod devices;
+pub mod display;
 pub mod memory;
 pub mod spec;
 pub mod vcpu;

@@ -11,6 +11,7 @@ pub mod legacy;
 pub mod pci;
 pub mod rtc;
 pub mod serial;
+pub mod vga;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,187 @@
+//! The guest's screen as RGBA pixels, shared between the display device that
+//! draws it and the UIs that show it.
+//!
+//! A [`Display`] is a cheap-to-clone handle. The device renders a whole frame
+//! into its own buffer and hands it over with [`Display::present`], which
+//! publishes it only when it differs from the frame already shown; only then
+//! does the generation counter move. A UI keeps the generation of the last
+//! frame it uploaded and calls [`Display::snapshot`] when
+//! [`Display::generation`] says there is a newer one, so an idle guest costs
+//! its viewers nothing. Snapshots share the pixel buffer (`Arc`), they never
+//! copy it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// One frame: `width * height` RGBA8 pixels, row-major, no padding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Framebuffer {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Arc<Vec<u8>>,
+    /// Bumped each time a different frame is published; 0 before the first.
+    pub generation: u64,
+}
+
+impl Framebuffer {
+    /// The RGBA value at `(x, y)`, or None outside the frame.
+    pub fn pixel(&self, x: u32, y: u32) -> Option<[u8; 4]> {
+        if x >= self.width || y >= self.height {
+            return None;
+        }
+        let i = (y as usize * self.width as usize + x as usize) * 4;
+        let p = self.pixels.get(i..i + 4)?;
+        Some([p[0], p[1], p[2], p[3]])
+    }
+}
+
+impl Default for Framebuffer {
+    fn default() -> Self {
+        Framebuffer {
+            width: 0,
+            height: 0,
+            pixels: Arc::new(Vec::new()),
+            generation: 0,
+        }
+    }
+}
+
+type Notify = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct Inner {
+    frame: RwLock<Framebuffer>,
+    generation: AtomicU64,
+    notify: Mutex<Option<Notify>>,
+}
+
+/// Shared handle to the current frame. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct Display {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Display {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Display")
+            .field("generation", &self.generation())
+            .finish()
+    }
+}
+
+impl Display {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current frame (shares its pixels).
+    pub fn snapshot(&self) -> Framebuffer {
+        self.inner
+            .frame
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The generation of the current frame; cheap (an atomic load).
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// Registers a function called after each new frame is published (a UI
+    /// passes its `request_repaint`). Replaces any previous one.
+    pub fn set_notify(&self, f: impl Fn() + Send + Sync + 'static) {
+        *self.inner.notify.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(f));
+    }
+
+    /// Offers a rendered frame. `buf` holds `width * height * 4` bytes. If it
+    /// equals the current frame nothing happens and false is returned. Else
+    /// the frame is published with a new generation and `buf` receives the
+    /// previous frame's buffer for reuse (or an empty Vec when a snapshot
+    /// still holds it). A buffer of the wrong length is refused (false).
+    pub fn present(&self, width: u32, height: u32, buf: &mut Vec<u8>) -> bool {
+        let expect = width as usize * height as usize * 4;
+        if buf.len() != expect {
+            return false;
+        }
+        {
+            let mut cur = self.inner.frame.write().unwrap_or_else(|e| e.into_inner());
+            if cur.width == width && cur.height == height && cur.pixels.as_slice() == buf.as_slice()
+            {
+                return false;
+            }
+            let generation = cur.generation + 1;
+            let new = Arc::new(std::mem::take(buf));
+            let old = std::mem::replace(
+                &mut *cur,
+                Framebuffer {
+                    width,
+                    height,
+                    pixels: new,
+                    generation,
+                },
+            );
+            self.inner.generation.store(generation, Ordering::Release);
+            *buf = Arc::try_unwrap(old.pixels).unwrap_or_default();
+        }
+        let notify = self
+            .inner
+            .notify
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(f) = notify {
+            f();
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn present_bumps_generation_only_on_change() {
+        let d = Display::new();
+        assert_eq!(d.generation(), 0);
+        assert_eq!(d.snapshot().width, 0);
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        d.set_notify(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+
+        let mut buf = vec![1u8; 2 * 2 * 4];
+        assert!(d.present(2, 2, &mut buf));
+        assert_eq!(d.generation(), 1);
+        // The old (empty) buffer came back.
+        assert!(buf.is_empty());
+        let snap = d.snapshot();
+        assert_eq!((snap.width, snap.height, snap.generation), (2, 2, 1));
+        assert_eq!(snap.pixel(1, 1), Some([1, 1, 1, 1]));
+        assert_eq!(snap.pixel(2, 0), None);
+
+        // Same content: no new generation.
+        let mut same = vec![1u8; 16];
+        assert!(!d.present(2, 2, &mut same));
+        assert_eq!(d.generation(), 1);
+        // Same bytes, other shape: a new frame.
+        assert!(d.present(4, 1, &mut same));
+        assert_eq!(d.generation(), 2);
+        // The snapshot held the 2x2 buffer, so it could not be recycled.
+        assert!(same.is_empty());
+        drop(snap);
+        let mut other = vec![9u8; 16];
+        assert!(d.present(4, 1, &mut other));
+        // Nobody held the 4x1 buffer: it is handed back for reuse.
+        assert_eq!(other, vec![1u8; 16]);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // Wrong length is refused.
+        let mut bad = vec![0u8; 3];
+        assert!(!d.present(4, 1, &mut bad));
+        assert_eq!(d.generation(), 3);
+    }
+}
