@@ -3,6 +3,7 @@
 //! [`IrqLine`], power requests through a [`PowerHandle`], so that every
 //! device can be unit-tested without /dev/kvm.
 
+pub mod ide;
 pub mod pci;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
