@@ -80,6 +80,11 @@ pub enum BlockError {
     #[error("{path} is not a valid qcow2 image: {reason}")]
     InvalidQcow2 { path: PathBuf, reason: String },
     #[error(
+        "{path} uses a qcow2 feature Vireo does not support ({reason}); make a standalone \
+         copy with `qemu-img convert -O qcow2 <image> <new image>` and use that"
+    )]
+    UnsupportedQcow2 { path: PathBuf, reason: String },
+    #[error(
         "{path} already exists; refusing to overwrite it: choose another name or delete it first"
     )]
     AlreadyExists { path: PathBuf },

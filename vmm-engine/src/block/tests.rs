@@ -409,3 +409,28 @@ fn locks_are_seen_by_qemu() {
     let out = qemu_io_write();
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn qcow2_with_backing_file_is_refused_clearly() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    let overlay = dir.path().join("overlay.qcow2");
+    create(&base, DiskFormat::Qcow2, 1 << 20).unwrap();
+    let out = qemu_img()
+        .args(["create", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(&base)
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let e = open(&overlay, DiskFormat::Qcow2, true).err().unwrap();
+    assert!(matches!(e, BlockError::UnsupportedQcow2 { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("backing file") && msg.contains("qemu-img convert"),
+        "{msg}"
+    );
+    // The base alone opens fine (and was not opened through the overlay).
+    open(&base, DiskFormat::Qcow2, false).unwrap();
+}
