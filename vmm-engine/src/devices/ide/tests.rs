@@ -1182,3 +1182,88 @@ fn random_register_traffic_never_panics() {
     r.outb(P, 7, ata::cmd::READ_SECTORS);
     assert_eq!(sector_of(&r.read_data(P, 512)), 2);
 }
+
+/// SeaBIOS's ata_detect for one channel, step by step (src/hw/ata.c):
+/// returns what it found for master and slave.
+fn seabios_detect(r: &mut Rig, c: Channel) -> [Option<&'static str>; 2] {
+    let mut found = [None, None];
+    let mut did_reset = false;
+    for slave in 0..2u8 {
+        let dh = if slave == 1 { 0xb0 } else { 0xa0 };
+        if r.status(c) & status::BSY != 0 {
+            continue;
+        }
+        r.outb(c, 6, dh);
+        if r.status(c) & status::BSY != 0 {
+            continue;
+        }
+        r.outb(c, 6, dh);
+        let got_dh = r.inb(c, 6);
+        r.outb(c, 2, 0x55);
+        r.outb(c, 3, 0xaa);
+        if r.inb(c, 2) != 0x55 || r.inb(c, 3) != 0xaa || got_dh != dh {
+            continue;
+        }
+        if !did_reset {
+            // ata_reset: pulse SRST with nIEN, wait !BSY, reselect.
+            r.ctl(c, 0x08 | CTL_NIEN | CTL_SRST);
+            r.ctl(c, 0x08 | CTL_NIEN);
+            assert_eq!(r.status(c) & status::BSY, 0);
+            r.outb(c, 6, dh);
+            assert_eq!(r.inb(c, 6), dh);
+            r.ctl(c, 0x08);
+            did_reset = true;
+        }
+        // send_ata_identity(IDENTIFY PACKET DEVICE) with nIEN.
+        let try_identify = |r: &mut Rig, cmd: u8| -> Option<Vec<u8>> {
+            r.ctl(c, 0x08 | CTL_NIEN);
+            r.outb(c, 6, dh);
+            r.outb(c, 1, 0);
+            r.outb(c, 2, 0);
+            r.outb(c, 3, 0);
+            r.outb(c, 4, 0);
+            r.outb(c, 5, 0);
+            r.outb(c, 7, cmd);
+            let st = r.status(c);
+            let out = if st & status::BSY == 0 && st & status::ERR == 0 && st & status::DRQ != 0 {
+                let d = r.read_data(c, 512);
+                r.alt(c);
+                let st = r.status(c);
+                assert_eq!(st & (status::BSY | status::DRQ | status::ERR), 0);
+                Some(d)
+            } else {
+                None
+            };
+            r.ctl(c, 0x08);
+            out
+        };
+        if let Some(id) = try_identify(r, ata::cmd::IDENTIFY_PACKET_DEVICE) {
+            assert_eq!((word(&id, 0) >> 8) & 0x1f, 5);
+            found[slave as usize] = Some("cdrom");
+            continue;
+        }
+        let st = r.status(c);
+        if st == 0 {
+            continue;
+        }
+        assert_eq!(st & status::DRDY, status::DRDY, "await_rdy");
+        if let Some(id) = try_identify(r, ata::cmd::IDENTIFY_DEVICE) {
+            assert_ne!(word(&id, 83) & (1 << 10), 0);
+            found[slave as usize] = Some("disk");
+        }
+    }
+    found
+}
+
+#[test]
+fn seabios_detects_disk_and_cdrom() {
+    let mut r = rig();
+    assert_eq!(seabios_detect(&mut r, P), [Some("disk"), None]);
+    assert_eq!(seabios_detect(&mut r, S), [Some("cdrom"), None]);
+    // A disk as slave is found too.
+    let img = image(&r.dir, "slave.img", &disk_bytes(64, 512), false);
+    r.ide.attach_disk(S, Slot::Slave, img);
+    assert_eq!(seabios_detect(&mut r, S), [Some("cdrom"), Some("disk")]);
+    // nIEN was in force throughout the identify commands.
+    assert_eq!(r.irq14.raised_count(), 0);
+}
