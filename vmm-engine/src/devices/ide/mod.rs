@@ -17,10 +17,14 @@
 //! I/O is synchronous: a PIO block is read from the image when the command
 //! is written (or when the previous block has been consumed), and a DMA
 //! transfer runs to completion inside the port write that starts the bus
-//! master. Every guest value is checked: sectors past the end of the disk
+//! master (so a vCPU waits for the disk; moving DMA to the I/O thread is
+//! future work). Every guest value is checked: sectors past the end of the disk
 //! are refused with IDNF, PRD tables are read with vm-memory's checked
 //! accessors and walked at most 64 KiB, a fault aborts the command with the
 //! bus-master error bit set.
+//!
+//! The bus master's direction bit is not checked against the command (as
+//! in QEMU); the command decides which way the data go.
 //!
 //! Missing: the PIIX timing registers only store what is written (the
 //! decode-enable bits 0x40/0x42 bit 15 start set, as SeaBIOS leaves them,

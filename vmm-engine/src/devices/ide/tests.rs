@@ -1162,6 +1162,8 @@ fn random_register_traffic_never_panics() {
         match (v >> 40) % 8 {
             0 => r.ide.cmd_read(chan, (v >> 44) % 8, &mut buf[..len]),
             1 | 2 => r.ide.cmd_write(chan, (v >> 44) % 8, &buf[..len]),
+            // SRST now and then; mostly not, so commands get through.
+            3 if (v >> 50) % 64 == 0 => r.ide.ctl_write(chan, &[val]),
             3 => r.ide.ctl_write(chan, &[val & !CTL_SRST]),
             4 => r.ide.bar_write(4, (v >> 44) % 16, &buf[..len]),
             5 => r.ide.bar_read(4, (v >> 44) % 16, &mut buf[..len]),
