@@ -196,6 +196,9 @@ fn legacy_ports_on_a_bus() {
     let r = rig();
     let ide = Arc::new(Mutex::new(r.ide));
     let ports = Ide::legacy_ports(&ide);
+    // The same controller is the PCI function the PCI root owns.
+    let pci: Arc<Mutex<dyn PciDevice>> = ide.clone();
+    assert_eq!(pci.lock().unwrap().config().device_id(), 0x7010);
     let bus = Bus::new();
     let ranges: Vec<(u64, u64)> = ports.iter().map(|(b, l, _)| (*b, *l)).collect();
     assert_eq!(ranges, vec![(0x1f0, 8), (0x3f6, 1), (0x170, 8), (0x376, 1)]);
