@@ -1272,3 +1272,45 @@ fn seabios_detects_disk_and_cdrom() {
     // nIEN was in force throughout the identify commands.
     assert_eq!(r.irq14.raised_count(), 0);
 }
+
+#[test]
+fn ata_disk_on_a_qcow2_image() {
+    let mut r = rig();
+    let path = r.dir.path().join("d.qcow2");
+    block::create(&path, DiskFormat::Qcow2, 8 << 20).unwrap();
+    {
+        let img = block::open(&path, DiskFormat::Qcow2, false).unwrap();
+        r.ide.attach_disk(P, Slot::Slave, img);
+        r.outb(P, 6, 0xf0);
+        r.outb(P, 7, ata::cmd::IDENTIFY_DEVICE);
+        let id = r.read_data(P, 512);
+        assert_eq!(word(&id, 100), 16384);
+        // WRITE SECTORS at LBA 5000, then READ SECTORS back.
+        r.outb(P, 6, 0xf0);
+        r.outb(P, 2, 1);
+        r.outb(P, 3, (5000 & 0xff) as u8);
+        r.outb(P, 4, (5000 >> 8) as u8);
+        r.outb(P, 5, 0);
+        r.outb(P, 7, ata::cmd::WRITE_SECTORS);
+        for i in 0..256u16 {
+            r.outw(P, i.wrapping_mul(0x0101));
+        }
+        assert_eq!(r.status(P), 0x50);
+        r.outb(P, 2, 1);
+        r.outb(P, 3, (5000 & 0xff) as u8);
+        r.outb(P, 4, (5000 >> 8) as u8);
+        r.outb(P, 7, ata::cmd::READ_SECTORS);
+        let back = r.read_data(P, 512);
+        assert_eq!(u16::from_le_bytes([back[6], back[7]]), 0x0303);
+        r.outb(P, 7, ata::cmd::FLUSH_CACHE);
+        assert_eq!(r.status(P), 0x50);
+        // Detach by replacing the slot so the image is closed.
+        r.ide.attach_cdrom(P, Slot::Slave, None);
+    }
+    let out = std::process::Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&path)
+        .output()
+        .expect("this test needs qemu-img: apt-get install qemu-utils");
+    assert!(out.status.success(), "{out:?}");
+}
