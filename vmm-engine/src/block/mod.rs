@@ -11,12 +11,15 @@
 //!   Images with a backing file or an external data file are refused
 //!   (imago is given a gate that denies opening other files).
 //!
-//! Locking: an opened image holds a `flock(2)` lock on the whole file,
-//! exclusive when writable and shared when read-only, for as long as the
-//! image is open. A second VMM (or a second open in this process) that
-//! conflicts gets [`BlockError::Locked`]. Note: QEMU uses OFD `fcntl` byte
-//! locks at offsets 100+/200+, which do not interact with `flock`, so this
-//! lock protects Vireo against Vireo, not against a QEMU on the same image.
+//! Locking: an opened image takes the same open-file-description (OFD)
+//! `fcntl` byte locks QEMU takes (block/file-posix.c): a shared lock on
+//! byte 100+bit for each permission it holds (consistent read, write, write
+//! unchanged) and on byte 200+bit for each permission it denies to others
+//! (a writer denies write and resize; a reader denies write), then it tests
+//! the opposite bytes for a conflicting holder. Two writers, or a writer and
+//! a reader, conflict; two readers share. So Vireo refuses an image a QEMU
+//! (or `qemu-img`) has open, and QEMU refuses one Vireo has open. A conflict
+//! is [`BlockError::Locked`]. The locks live as long as the image is open.
 //!
 //! All I/O is bounds-checked: a request with `offset + len > size` (or one
 //! that overflows) is an error and never touches the file.
@@ -76,6 +79,11 @@ pub enum BlockError {
     Locked { path: PathBuf },
     #[error("{path} is not a valid qcow2 image: {reason}")]
     InvalidQcow2 { path: PathBuf, reason: String },
+    #[error(
+        "{path} uses a qcow2 feature Vireo does not support ({reason}); make a standalone \
+         copy with `qemu-img convert -O qcow2 <image> <new image>` and use that"
+    )]
+    UnsupportedQcow2 { path: PathBuf, reason: String },
     #[error(
         "{path} already exists; refusing to overwrite it: choose another name or delete it first"
     )]
@@ -294,8 +302,122 @@ fn map_open_error(path: &Path, e: io::Error, read_only: bool) -> BlockError {
     }
 }
 
-/// Opens `path` (read-write unless `read_only`) and takes its flock:
-/// exclusive for writers, shared for readers.
+/// QEMU's lock byte bases and permission bits.
+const LOCK_PERM_BASE: i64 = 100;
+const LOCK_SHARED_BASE: i64 = 200;
+const PERM_CONSISTENT_READ: u32 = 0x01;
+const PERM_WRITE: u32 = 0x02;
+const PERM_WRITE_UNCHANGED: u32 = 0x04;
+const PERM_RESIZE: u32 = 0x08;
+const PERM_ALL: u32 = 0x1f;
+
+fn ofd_lock(
+    file: &File,
+    cmd: libc::c_int,
+    kind: libc::c_short,
+    byte: i64,
+) -> io::Result<libc::flock> {
+    // SAFETY: an all-zero flock is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = byte as libc::off_t;
+    fl.l_len = 1;
+    loop {
+        // SAFETY: fcntl with an OFD lock command on our own descriptor and a
+        // pointer to a live, initialised flock.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+        if r != -1 {
+            return Ok(fl);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+fn is_lock_conflict(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES))
+}
+
+/// Takes QEMU-compatible locks on `file`: what we hold, what we deny, and
+/// checks nobody holds what we deny or denies what we hold.
+fn lock_image(file: &File, path: &Path, read_only: bool) -> Result<(), BlockError> {
+    let perm = if read_only {
+        PERM_CONSISTENT_READ
+    } else {
+        PERM_CONSISTENT_READ | PERM_WRITE | PERM_WRITE_UNCHANGED
+    };
+    let shared = if read_only {
+        PERM_ALL & !PERM_WRITE
+    } else {
+        PERM_ALL & !(PERM_WRITE | PERM_RESIZE)
+    };
+    let locked = || BlockError::Locked {
+        path: path.to_path_buf(),
+    };
+    let io = |e: io::Error| {
+        if is_lock_conflict(&e) {
+            locked()
+        } else {
+            BlockError::io(path, e)
+        }
+    };
+    for bit in 0..5 {
+        let m = 1u32 << bit;
+        if perm & m != 0 {
+            ofd_lock(
+                file,
+                libc::F_OFD_SETLK,
+                libc::F_RDLCK as _,
+                LOCK_PERM_BASE + bit,
+            )
+            .map_err(io)?;
+        }
+        if shared & m == 0 {
+            ofd_lock(
+                file,
+                libc::F_OFD_SETLK,
+                libc::F_RDLCK as _,
+                LOCK_SHARED_BASE + bit,
+            )
+            .map_err(io)?;
+        }
+    }
+    for bit in 0..5 {
+        let m = 1u32 << bit;
+        // Someone denies a permission we hold?
+        if perm & m != 0 {
+            let fl = ofd_lock(
+                file,
+                libc::F_OFD_GETLK,
+                libc::F_WRLCK as _,
+                LOCK_SHARED_BASE + bit,
+            )
+            .map_err(io)?;
+            if fl.l_type != libc::F_UNLCK as libc::c_short {
+                return Err(locked());
+            }
+        }
+        // Someone holds a permission we deny?
+        if shared & m == 0 {
+            let fl = ofd_lock(
+                file,
+                libc::F_OFD_GETLK,
+                libc::F_WRLCK as _,
+                LOCK_PERM_BASE + bit,
+            )
+            .map_err(io)?;
+            if fl.l_type != libc::F_UNLCK as libc::c_short {
+                return Err(locked());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens `path` (read-write unless `read_only`) and locks it.
 fn open_locked(path: &Path, read_only: bool) -> Result<File, BlockError> {
     let file = OpenOptions::new()
         .read(true)
@@ -309,26 +431,17 @@ fn open_locked(path: &Path, read_only: bool) -> Result<File, BlockError> {
             path: path.to_path_buf(),
         });
     }
-    let op = if read_only {
-        libc::LOCK_SH
-    } else {
-        libc::LOCK_EX
-    } | libc::LOCK_NB;
+    // A conflict that goes away at once is a descriptor a forked child
+    // still held until its exec (or a VM that just closed the image): look
+    // again a few times before reporting it.
+    let mut tries = 0;
     loop {
-        // SAFETY: flock on a file descriptor we own; no memory is passed.
-        let r = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if r == 0 {
-            return Ok(file);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) => {
-                return Err(BlockError::Locked {
-                    path: path.to_path_buf(),
-                })
+        match lock_image(&file, path, read_only) {
+            Err(BlockError::Locked { .. }) if tries < 10 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            _ => return Err(BlockError::io(path, err)),
+            r => return r.map(|()| file),
         }
     }
 }

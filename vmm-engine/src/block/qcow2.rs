@@ -54,7 +54,14 @@ impl Qcow2Image {
             .write(!read_only)
             .open(DenyImplicitOpenGate::default())
             .map_err(|e| {
-                if is_format_error(&e) {
+                if e.kind() == io::ErrorKind::PermissionDenied {
+                    // The image itself is open already: only the gate that
+                    // denies opening other files says this.
+                    BlockError::UnsupportedQcow2 {
+                        path: path.to_path_buf(),
+                        reason: format!("a backing file or external data file: {e}"),
+                    }
+                } else if is_format_error(&e) {
                     BlockError::InvalidQcow2 {
                         path: path.to_path_buf(),
                         reason: e.to_string(),

@@ -1,6 +1,16 @@
 use super::*;
 use std::io::Write;
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+/// OFD locks live as long as any descriptor of the open file does, and a
+/// child forked by another test thread holds copies of our descriptors until
+/// it execs. Tests that spawn processes or reopen images therefore run one
+/// at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn qemu_img() -> Command {
     // A test that needs qemu-img fails loudly where it is missing.
@@ -92,16 +102,19 @@ fn round_trip(format: DiskFormat) {
 
 #[test]
 fn raw_round_trip() {
+    let _serial = serial();
     round_trip(DiskFormat::Raw);
 }
 
 #[test]
 fn qcow2_round_trip() {
+    let _serial = serial();
     round_trip(DiskFormat::Qcow2);
 }
 
 #[test]
 fn raw_create_is_sparse_with_right_size() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.img");
     create(&path, DiskFormat::Raw, 1 << 30).unwrap();
@@ -115,6 +128,7 @@ fn raw_create_is_sparse_with_right_size() {
 
 #[test]
 fn qcow2_created_is_clean_for_qemu_img() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("new.qcow2");
     create(&path, DiskFormat::Qcow2, 10 << 30).unwrap();
@@ -130,6 +144,7 @@ fn qcow2_created_is_clean_for_qemu_img() {
 
 #[test]
 fn qcow2_written_is_clean_and_readable_by_qemu() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.qcow2");
     create(&path, DiskFormat::Qcow2, 64 << 20).unwrap();
@@ -159,6 +174,7 @@ fn qcow2_written_is_clean_and_readable_by_qemu() {
 
 #[test]
 fn reads_qcow2_made_by_qemu() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("src.raw");
     let mut content = vec![0u8; 3 << 20];
@@ -193,6 +209,7 @@ fn reads_qcow2_made_by_qemu() {
 
 #[test]
 fn out_of_range_io_is_refused() {
+    let _serial = serial();
     for format in [DiskFormat::Raw, DiskFormat::Qcow2] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d");
@@ -232,6 +249,7 @@ fn out_of_range_io_is_refused() {
 
 #[test]
 fn second_open_is_locked_out() {
+    let _serial = serial();
     for format in [DiskFormat::Raw, DiskFormat::Qcow2] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l");
@@ -257,6 +275,7 @@ fn second_open_is_locked_out() {
 
 #[test]
 fn corrupt_qcow2_is_a_clean_error() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.qcow2");
     let mut f = std::fs::File::create(&path).unwrap();
@@ -276,6 +295,7 @@ fn corrupt_qcow2_is_a_clean_error() {
 
 #[test]
 fn read_only_refuses_writes() {
+    let _serial = serial();
     for format in [DiskFormat::Raw, DiskFormat::Qcow2] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ro");
@@ -299,6 +319,7 @@ fn read_only_refuses_writes() {
 
 #[test]
 fn create_never_overwrites_and_validates() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("exists");
     std::fs::write(&path, b"precious").unwrap();
@@ -329,6 +350,7 @@ fn create_never_overwrites_and_validates() {
 
 #[test]
 fn open_errors_say_what_to_do() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.img");
     let e = open(&missing, DiskFormat::Raw, false).err().unwrap();
@@ -356,4 +378,59 @@ fn open_errors_say_what_to_do() {
     let tiny = dir.path().join("tiny");
     std::fs::write(&tiny, b"QF").unwrap();
     assert_eq!(probe_format(&tiny).unwrap(), DiskFormat::Raw);
+}
+
+#[test]
+fn locks_are_seen_by_qemu() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.img");
+    create(&path, DiskFormat::Raw, 1 << 20).unwrap();
+    let qemu_io_write = || {
+        qemu_img(); // presence check
+        Command::new("qemu-io")
+            .args(["-f", "raw", "-c", "write 0 512"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let img = open(&path, DiskFormat::Raw, false).unwrap();
+    let out = qemu_io_write();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("lock"),
+        "qemu-io wrote to an image Vireo holds: {err}"
+    );
+    drop(img);
+    // Read-only in Vireo still denies writers.
+    let ro = open(&path, DiskFormat::Raw, true).unwrap();
+    assert!(!qemu_io_write().status.success());
+    drop(ro);
+    let out = qemu_io_write();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn qcow2_with_backing_file_is_refused_clearly() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    let overlay = dir.path().join("overlay.qcow2");
+    create(&base, DiskFormat::Qcow2, 1 << 20).unwrap();
+    let out = qemu_img()
+        .args(["create", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(&base)
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let e = open(&overlay, DiskFormat::Qcow2, true).err().unwrap();
+    assert!(matches!(e, BlockError::UnsupportedQcow2 { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("backing file") && msg.contains("qemu-img convert"),
+        "{msg}"
+    );
+    // The base alone opens fine (and was not opened through the overlay).
+    open(&base, DiskFormat::Qcow2, false).unwrap();
 }

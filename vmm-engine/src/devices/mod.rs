@@ -6,6 +6,7 @@
 pub mod acpi_pm;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod ide;
 pub mod keys;
 pub mod legacy;
 pub mod pci;
