@@ -124,6 +124,20 @@ struct Fixup {
     offset: usize,
     size: u8,
     target: usize,
+    /// Only for the FACS: FIRMWARE_CTRL (32-bit) is used when the FACS is
+    /// below 4 GiB, X_FIRMWARE_CTRL otherwise; ACPI 6 says only one of
+    /// them may be set (QEMU likewise sets only FIRMWARE_CTRL).
+    facs: FacsRule,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FacsRule {
+    /// An ordinary pointer: always filled in.
+    Any,
+    /// Filled in only when the target is below 4 GiB.
+    Low,
+    /// Filled in only when the target is at or above 4 GiB.
+    High,
 }
 
 #[derive(Clone, Debug)]
@@ -461,11 +475,18 @@ pub fn build(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
         offset,
         size,
         target,
+        facs: FacsRule::Any,
     };
     let fixups = vec![
-        fx(Some(FADT_IDX), 36, 4, FACS_IDX),
+        Fixup {
+            facs: FacsRule::Low,
+            ..fx(Some(FADT_IDX), 36, 4, FACS_IDX)
+        },
         fx(Some(FADT_IDX), 40, 4, DSDT_IDX),
-        fx(Some(FADT_IDX), 132, 8, FACS_IDX),
+        Fixup {
+            facs: FacsRule::High,
+            ..fx(Some(FADT_IDX), 132, 8, FACS_IDX)
+        },
         fx(Some(FADT_IDX), 140, 8, DSDT_IDX),
         fx(Some(RSDT_IDX), 36, 4, FADT_IDX),
         fx(Some(RSDT_IDX), 40, 4, MADT_IDX),
@@ -544,12 +565,14 @@ impl AcpiTables {
         let mut tables: Vec<Vec<u8>> = self.tables.iter().map(|t| t.data.clone()).collect();
         for f in &self.fixups {
             let target = addrs.get(f.target).copied().unwrap_or(0);
+            let low = target <= u64::from(u32::MAX);
             // 32-bit fields cannot hold addresses above 4 GiB: leave them 0.
-            let value = if f.size < 8 && target > u64::from(u32::MAX) {
-                0
-            } else {
-                target
+            let wanted = match f.facs {
+                FacsRule::Any => f.size == 8 || low,
+                FacsRule::Low => low,
+                FacsRule::High => !low,
             };
+            let value = if wanted { target } else { 0 };
             let dst = match f.table {
                 None => &mut rsdp,
                 Some(i) => match tables.get_mut(i) {
@@ -590,7 +613,8 @@ impl AcpiTables {
         let mut cmds = Vec::new();
         cmds.push(loader_allocate(FW_CFG_RSDP, 16, LOADER_ZONE_FSEG));
         cmds.push(loader_allocate(FW_CFG_TABLES, 64, LOADER_ZONE_HIGH));
-        for f in &self.fixups {
+        // SeaBIOS allocates below 4 GiB: the FACS goes in FIRMWARE_CTRL.
+        for f in self.fixups.iter().filter(|f| f.facs != FacsRule::High) {
             let target = offs.get(f.target).copied().unwrap_or(0) as u64;
             let (dst, dst_name, field) = match f.table {
                 None => (&mut rsdp, FW_CFG_RSDP, f.offset),
@@ -735,9 +759,12 @@ mod tests {
         }
         let fadt = img.table(u64_at(xsdt, 36), b"FACP");
         let madt = img.table(u64_at(xsdt, 44), b"APIC");
-        assert_eq!(u32_at(fadt, 36) as u64, u64_at(fadt, 132));
+        // FACS: exactly one of FIRMWARE_CTRL / X_FIRMWARE_CTRL.
+        let (facs32, facs64) = (u32_at(fadt, 36) as u64, u64_at(fadt, 132));
+        assert!((facs32 == 0) != (facs64 == 0), "{facs32:#x} {facs64:#x}");
         assert_eq!(u32_at(fadt, 40) as u64, u64_at(fadt, 140));
-        let facs_addr = u64_at(fadt, 132);
+        let facs_addr = facs32.max(facs64);
+        assert_eq!(facs64 != 0, facs_addr > u64::from(u32::MAX));
         assert_eq!(facs_addr % 64, 0, "FACS alignment");
         let facs = img.table(facs_addr, b"FACS");
         assert_eq!(u32_at(facs, 4), 64);
@@ -778,6 +805,25 @@ mod tests {
         // An unaligned base is rounded up to 16.
         let img = Image::new(t.layout_at(0x9_0003));
         walk(&img, 0x9_0010);
+    }
+
+    #[test]
+    fn layout_above_4g_uses_64bit_fields_only() {
+        let t = build(&AcpiConfig::default()).unwrap();
+        let base = 0x1_0000_0000u64;
+        let img = Image::new(t.layout_at(base));
+        let rsdp = img.at(base);
+        assert_eq!(checksum(rsdp), 0);
+        assert_eq!(u32_at(rsdp, 16), 0, "RSDT address cannot be 32-bit");
+        let xsdt = img.table(u64_at(rsdp, 24), b"XSDT");
+        let fadt = img.table(u64_at(xsdt, 36), b"FACP");
+        assert_eq!(u32_at(fadt, 36), 0, "FIRMWARE_CTRL");
+        assert_eq!(u32_at(fadt, 40), 0, "DSDT");
+        let facs_addr = u64_at(fadt, 132);
+        assert!(facs_addr >= base && facs_addr % 64 == 0);
+        img.table(facs_addr, b"FACS");
+        img.table(u64_at(fadt, 140), b"DSDT");
+        img.table(u64_at(xsdt, 44), b"APIC");
     }
 
     #[test]
@@ -1099,9 +1145,17 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        for (addr, data) in t.layout_at(0xE0000) {
+        let base = std::env::var("VIREO_ACPI_BASE")
+            .ok()
+            .and_then(|b| u64::from_str_radix(b.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0xE0000);
+        for (addr, data) in t.layout_at(base) {
             let sig = String::from_utf8_lossy(&data[0..4]).replace(' ', "_");
             std::fs::write(format!("{dir}/{sig}_{addr:x}.dat"), data).unwrap();
+        }
+        for (name, data) in t.fw_cfg_files() {
+            let file = name.replace('/', "_");
+            std::fs::write(format!("{dir}/{file}"), data).unwrap();
         }
     }
 }

@@ -283,6 +283,12 @@ impl FwCfg {
         self.set_named("etc/boot-menu-wait", wait_ms.to_le_bytes().to_vec());
     }
 
+    /// `etc/boot-fail-wait`: milliseconds SeaBIOS waits before rebooting
+    /// when no device boots (SeaBIOS default 60 s; `u32::MAX` = never).
+    pub fn set_boot_fail_wait(&mut self, ms: u32) {
+        self.set_named("etc/boot-fail-wait", ms.to_le_bytes().to_vec());
+    }
+
     fn set_named(&mut self, name: &str, data: Vec<u8>) {
         if let Err(e) = self.set_file(name, data) {
             log::error!("fw_cfg: {e}");
@@ -719,6 +725,26 @@ mod tests {
         // The high half was consumed: a fresh low write targets below 4 GiB.
         dma(&mut fw, &m, 0x1000, ctl, 4, 0x2000);
         assert_eq!(control_at(&m, 0x1000), 0);
+    }
+
+    #[test]
+    fn dma_low_half_only_as_seabios_does() {
+        // SeaBIOS writes only 0x518 (its descriptor is below 4 GiB).
+        let m = mem();
+        let mut fw = FwCfg::new(m.clone());
+        fw.set_boot_fail_wait(5000);
+        let key = fw.file_key("etc/boot-fail-wait").unwrap();
+        let mut d = Vec::new();
+        let ctl = (u32::from(key) << 16) | FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_READ;
+        d.extend_from_slice(&ctl.to_be_bytes());
+        d.extend_from_slice(&4u32.to_be_bytes());
+        d.extend_from_slice(&0x4000u64.to_be_bytes());
+        m.write_slice(&d, GuestAddress(0x1230)).unwrap();
+        fw.write(8, &0x1230u32.to_be_bytes());
+        assert_eq!(control_at(&m, 0x1230), 0);
+        let mut got = [0u8; 4];
+        m.read_slice(&mut got, GuestAddress(0x4000)).unwrap();
+        assert_eq!(u32::from_le_bytes(got), 5000);
     }
 
     #[test]
