@@ -820,7 +820,7 @@ mod tests {
         assert_eq!(u32_at(fadt, 36), 0, "FIRMWARE_CTRL");
         assert_eq!(u32_at(fadt, 40), 0, "DSDT");
         let facs_addr = u64_at(fadt, 132);
-        assert!(facs_addr >= base && facs_addr % 64 == 0);
+        assert!(facs_addr >= base && facs_addr.is_multiple_of(64));
         img.table(facs_addr, b"FACS");
         img.table(u64_at(fadt, 140), b"DSDT");
         img.table(u64_at(xsdt, 44), b"APIC");
