@@ -78,7 +78,7 @@ pub struct AcpiConfig {
     pub cpus: u32,
     /// GSIs of PIRQA..PIRQD (what SeaBIOS programs into PIIX3 0x60-0x63).
     pub pci_irqs: [u8; 4],
-    /// 32-bit PCI memory window `[start, end)`, below 4 GiB.
+    /// 32-bit PCI memory window `[start, end)`, inside 1 MiB..4 GiB.
     pub pci_hole: (u64, u64),
     /// Optional 64-bit PCI memory window `[start, end)`.
     pub pci_hole64: Option<(u64, u64)>,
@@ -99,7 +99,7 @@ impl Default for AcpiConfig {
 pub enum AcpiError {
     #[error("{0} CPUs: the MADT supports 1 to 255")]
     Cpus(u32),
-    #[error("PCI hole {0:#x}..{1:#x} is empty or not below 4 GiB")]
+    #[error("PCI hole {0:#x}..{1:#x} is empty or not between 1 MiB and 4 GiB")]
     PciHole(u64, u64),
     #[error("64-bit PCI hole {0:#x}..{1:#x} is empty")]
     PciHole64(u64, u64),
@@ -432,7 +432,8 @@ pub fn build(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
         return Err(AcpiError::Cpus(cfg.cpus));
     }
     let (hs, he) = cfg.pci_hole;
-    if hs >= he || he > 1 << 32 {
+    // Inside [1 MiB, 4 GiB] and not all of it (lengths are 32-bit).
+    if hs >= he || hs < 0x10_0000 || he > 1 << 32 {
         return Err(AcpiError::PciHole(hs, he));
     }
     if let Some((s, e)) = cfg.pci_hole64 {
@@ -1018,6 +1019,18 @@ mod tests {
             }),
             AcpiError::PciHole(..)
         ));
+        assert!(matches!(
+            bad(AcpiConfig {
+                pci_hole: (0, 1 << 32),
+                ..d()
+            }),
+            AcpiError::PciHole(..)
+        ));
+        assert!(build(&AcpiConfig {
+            pci_hole: (0x10_0000, 1 << 32),
+            ..d()
+        })
+        .is_ok());
         assert_eq!(
             bad(AcpiConfig {
                 pci_irqs: [10, 10, 0, 11],

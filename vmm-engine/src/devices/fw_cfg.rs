@@ -181,7 +181,11 @@ impl FwCfg {
     /// is ignored. Keys that belong to files should be set through
     /// [`FwCfg::add_file`]/[`FwCfg::set_file`].
     pub fn set_item(&mut self, key: u16, data: Vec<u8>) {
-        self.items.insert(key & !FW_CFG_WRITE_CHANNEL, data);
+        let key = key & !FW_CFG_WRITE_CHANNEL;
+        self.items.insert(key, data);
+        if self.files.iter().any(|f| f.key == key) {
+            self.rebuild_dir();
+        }
     }
 
     /// The contents of an item, if it exists (tests, debugging).
@@ -596,6 +600,9 @@ mod tests {
         fw.set_file("opt/hello", b"bye".to_vec()).unwrap();
         let dir = parse_dir(&mut fw);
         assert_eq!(dir[1], (3, 0x21, "opt/hello".to_string()));
+        // Setting a file's key directly keeps the directory in step.
+        fw.set_item(0x20, vec![1; 5]);
+        assert_eq!(parse_dir(&mut fw)[0].0, 5);
     }
 
     #[test]
