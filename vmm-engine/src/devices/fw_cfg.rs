@@ -225,6 +225,18 @@ impl FwCfg {
         Ok(())
     }
 
+    /// Adds or replaces several files, e.g. the ACPI linker/loader files
+    /// from `crate::acpi::AcpiTables::fw_cfg_files`.
+    pub fn set_files(
+        &mut self,
+        files: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<(), FwCfgError> {
+        for (name, data) in files {
+            self.set_file(&name, data)?;
+        }
+        Ok(())
+    }
+
     /// Adds a named file or replaces the contents of an existing one.
     pub fn set_file(&mut self, name: &str, data: Vec<u8>) -> Result<(), FwCfgError> {
         match self.file_key(name) {
@@ -603,6 +615,24 @@ mod tests {
         // Setting a file's key directly keeps the directory in step.
         fw.set_item(0x20, vec![1; 5]);
         assert_eq!(parse_dir(&mut fw)[0].0, 5);
+    }
+
+    #[test]
+    fn acpi_files_are_served() {
+        let mut fw = FwCfg::new(mem());
+        let tables = crate::acpi::build(&crate::acpi::AcpiConfig::default()).unwrap();
+        fw.set_files(tables.fw_cfg_files()).unwrap();
+        let dir = parse_dir(&mut fw);
+        let names: Vec<&str> = dir.iter().map(|d| d.2.as_str()).collect();
+        assert_eq!(
+            names,
+            ["etc/acpi/rsdp", "etc/acpi/tables", "etc/table-loader"]
+        );
+        // The RSDP file reads back through the data port.
+        select(&mut fw, dir[0].1);
+        assert_eq!(read_bytes(&mut fw, 8), b"RSD PTR ");
+        assert_eq!(dir[0].0, 36);
+        assert_eq!(dir[2].0 % 128, 0);
     }
 
     #[test]
