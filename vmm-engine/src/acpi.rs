@@ -78,7 +78,7 @@ pub struct AcpiConfig {
     pub cpus: u32,
     /// GSIs of PIRQA..PIRQD (what SeaBIOS programs into PIIX3 0x60-0x63).
     pub pci_irqs: [u8; 4],
-    /// 32-bit PCI memory window `[start, end)`, below 4 GiB.
+    /// 32-bit PCI memory window `[start, end)`, inside 1 MiB..4 GiB.
     pub pci_hole: (u64, u64),
     /// Optional 64-bit PCI memory window `[start, end)`.
     pub pci_hole64: Option<(u64, u64)>,
@@ -99,7 +99,7 @@ impl Default for AcpiConfig {
 pub enum AcpiError {
     #[error("{0} CPUs: the MADT supports 1 to 255")]
     Cpus(u32),
-    #[error("PCI hole {0:#x}..{1:#x} is empty or not below 4 GiB")]
+    #[error("PCI hole {0:#x}..{1:#x} is empty or not between 1 MiB and 4 GiB")]
     PciHole(u64, u64),
     #[error("64-bit PCI hole {0:#x}..{1:#x} is empty")]
     PciHole64(u64, u64),
@@ -124,6 +124,20 @@ struct Fixup {
     offset: usize,
     size: u8,
     target: usize,
+    /// Only for the FACS: FIRMWARE_CTRL (32-bit) is used when the FACS is
+    /// below 4 GiB, X_FIRMWARE_CTRL otherwise; ACPI 6 says only one of
+    /// them may be set (QEMU likewise sets only FIRMWARE_CTRL).
+    facs: FacsRule,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FacsRule {
+    /// An ordinary pointer: always filled in.
+    Any,
+    /// Filled in only when the target is below 4 GiB.
+    Low,
+    /// Filled in only when the target is at or above 4 GiB.
+    High,
 }
 
 #[derive(Clone, Debug)]
@@ -418,7 +432,8 @@ pub fn build(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
         return Err(AcpiError::Cpus(cfg.cpus));
     }
     let (hs, he) = cfg.pci_hole;
-    if hs >= he || he > 1 << 32 {
+    // Inside [1 MiB, 4 GiB] and not all of it (lengths are 32-bit).
+    if hs >= he || hs < 0x10_0000 || he > 1 << 32 {
         return Err(AcpiError::PciHole(hs, he));
     }
     if let Some((s, e)) = cfg.pci_hole64 {
@@ -461,11 +476,18 @@ pub fn build(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
         offset,
         size,
         target,
+        facs: FacsRule::Any,
     };
     let fixups = vec![
-        fx(Some(FADT_IDX), 36, 4, FACS_IDX),
+        Fixup {
+            facs: FacsRule::Low,
+            ..fx(Some(FADT_IDX), 36, 4, FACS_IDX)
+        },
         fx(Some(FADT_IDX), 40, 4, DSDT_IDX),
-        fx(Some(FADT_IDX), 132, 8, FACS_IDX),
+        Fixup {
+            facs: FacsRule::High,
+            ..fx(Some(FADT_IDX), 132, 8, FACS_IDX)
+        },
         fx(Some(FADT_IDX), 140, 8, DSDT_IDX),
         fx(Some(RSDT_IDX), 36, 4, FADT_IDX),
         fx(Some(RSDT_IDX), 40, 4, MADT_IDX),
@@ -544,12 +566,14 @@ impl AcpiTables {
         let mut tables: Vec<Vec<u8>> = self.tables.iter().map(|t| t.data.clone()).collect();
         for f in &self.fixups {
             let target = addrs.get(f.target).copied().unwrap_or(0);
+            let low = target <= u64::from(u32::MAX);
             // 32-bit fields cannot hold addresses above 4 GiB: leave them 0.
-            let value = if f.size < 8 && target > u64::from(u32::MAX) {
-                0
-            } else {
-                target
+            let wanted = match f.facs {
+                FacsRule::Any => f.size == 8 || low,
+                FacsRule::Low => low,
+                FacsRule::High => !low,
             };
+            let value = if wanted { target } else { 0 };
             let dst = match f.table {
                 None => &mut rsdp,
                 Some(i) => match tables.get_mut(i) {
@@ -590,7 +614,8 @@ impl AcpiTables {
         let mut cmds = Vec::new();
         cmds.push(loader_allocate(FW_CFG_RSDP, 16, LOADER_ZONE_FSEG));
         cmds.push(loader_allocate(FW_CFG_TABLES, 64, LOADER_ZONE_HIGH));
-        for f in &self.fixups {
+        // SeaBIOS allocates below 4 GiB: the FACS goes in FIRMWARE_CTRL.
+        for f in self.fixups.iter().filter(|f| f.facs != FacsRule::High) {
             let target = offs.get(f.target).copied().unwrap_or(0) as u64;
             let (dst, dst_name, field) = match f.table {
                 None => (&mut rsdp, FW_CFG_RSDP, f.offset),
@@ -735,9 +760,12 @@ mod tests {
         }
         let fadt = img.table(u64_at(xsdt, 36), b"FACP");
         let madt = img.table(u64_at(xsdt, 44), b"APIC");
-        assert_eq!(u32_at(fadt, 36) as u64, u64_at(fadt, 132));
+        // FACS: exactly one of FIRMWARE_CTRL / X_FIRMWARE_CTRL.
+        let (facs32, facs64) = (u32_at(fadt, 36) as u64, u64_at(fadt, 132));
+        assert!((facs32 == 0) != (facs64 == 0), "{facs32:#x} {facs64:#x}");
         assert_eq!(u32_at(fadt, 40) as u64, u64_at(fadt, 140));
-        let facs_addr = u64_at(fadt, 132);
+        let facs_addr = facs32.max(facs64);
+        assert_eq!(facs64 != 0, facs_addr > u64::from(u32::MAX));
         assert_eq!(facs_addr % 64, 0, "FACS alignment");
         let facs = img.table(facs_addr, b"FACS");
         assert_eq!(u32_at(facs, 4), 64);
@@ -778,6 +806,25 @@ mod tests {
         // An unaligned base is rounded up to 16.
         let img = Image::new(t.layout_at(0x9_0003));
         walk(&img, 0x9_0010);
+    }
+
+    #[test]
+    fn layout_above_4g_uses_64bit_fields_only() {
+        let t = build(&AcpiConfig::default()).unwrap();
+        let base = 0x1_0000_0000u64;
+        let img = Image::new(t.layout_at(base));
+        let rsdp = img.at(base);
+        assert_eq!(checksum(rsdp), 0);
+        assert_eq!(u32_at(rsdp, 16), 0, "RSDT address cannot be 32-bit");
+        let xsdt = img.table(u64_at(rsdp, 24), b"XSDT");
+        let fadt = img.table(u64_at(xsdt, 36), b"FACP");
+        assert_eq!(u32_at(fadt, 36), 0, "FIRMWARE_CTRL");
+        assert_eq!(u32_at(fadt, 40), 0, "DSDT");
+        let facs_addr = u64_at(fadt, 132);
+        assert!(facs_addr >= base && facs_addr.is_multiple_of(64));
+        img.table(facs_addr, b"FACS");
+        img.table(u64_at(fadt, 140), b"DSDT");
+        img.table(u64_at(xsdt, 44), b"APIC");
     }
 
     #[test]
@@ -972,6 +1019,18 @@ mod tests {
             }),
             AcpiError::PciHole(..)
         ));
+        assert!(matches!(
+            bad(AcpiConfig {
+                pci_hole: (0, 1 << 32),
+                ..d()
+            }),
+            AcpiError::PciHole(..)
+        ));
+        assert!(build(&AcpiConfig {
+            pci_hole: (0x10_0000, 1 << 32),
+            ..d()
+        })
+        .is_ok());
         assert_eq!(
             bad(AcpiConfig {
                 pci_irqs: [10, 10, 0, 11],
@@ -1099,9 +1158,17 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        for (addr, data) in t.layout_at(0xE0000) {
+        let base = std::env::var("VIREO_ACPI_BASE")
+            .ok()
+            .and_then(|b| u64::from_str_radix(b.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0xE0000);
+        for (addr, data) in t.layout_at(base) {
             let sig = String::from_utf8_lossy(&data[0..4]).replace(' ', "_");
             std::fs::write(format!("{dir}/{sig}_{addr:x}.dat"), data).unwrap();
+        }
+        for (name, data) in t.fw_cfg_files() {
+            let file = name.replace('/', "_");
+            std::fs::write(format!("{dir}/{file}"), data).unwrap();
         }
     }
 }

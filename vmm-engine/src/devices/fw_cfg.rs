@@ -181,7 +181,11 @@ impl FwCfg {
     /// is ignored. Keys that belong to files should be set through
     /// [`FwCfg::add_file`]/[`FwCfg::set_file`].
     pub fn set_item(&mut self, key: u16, data: Vec<u8>) {
-        self.items.insert(key & !FW_CFG_WRITE_CHANNEL, data);
+        let key = key & !FW_CFG_WRITE_CHANNEL;
+        self.items.insert(key, data);
+        if self.files.iter().any(|f| f.key == key) {
+            self.rebuild_dir();
+        }
     }
 
     /// The contents of an item, if it exists (tests, debugging).
@@ -218,6 +222,18 @@ impl FwCfg {
         });
         self.items.insert(key, data);
         self.rebuild_dir();
+        Ok(())
+    }
+
+    /// Adds or replaces several files, e.g. the ACPI linker/loader files
+    /// from `crate::acpi::AcpiTables::fw_cfg_files`.
+    pub fn set_files(
+        &mut self,
+        files: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<(), FwCfgError> {
+        for (name, data) in files {
+            self.set_file(&name, data)?;
+        }
         Ok(())
     }
 
@@ -281,6 +297,12 @@ impl FwCfg {
     pub fn set_boot_menu(&mut self, show: bool, wait_ms: u16) {
         self.set_item(FW_CFG_BOOT_MENU, u16::from(show).to_le_bytes().to_vec());
         self.set_named("etc/boot-menu-wait", wait_ms.to_le_bytes().to_vec());
+    }
+
+    /// `etc/boot-fail-wait`: milliseconds SeaBIOS waits before rebooting
+    /// when no device boots (SeaBIOS default 60 s; `u32::MAX` = never).
+    pub fn set_boot_fail_wait(&mut self, ms: u32) {
+        self.set_named("etc/boot-fail-wait", ms.to_le_bytes().to_vec());
     }
 
     fn set_named(&mut self, name: &str, data: Vec<u8>) {
@@ -590,6 +612,27 @@ mod tests {
         fw.set_file("opt/hello", b"bye".to_vec()).unwrap();
         let dir = parse_dir(&mut fw);
         assert_eq!(dir[1], (3, 0x21, "opt/hello".to_string()));
+        // Setting a file's key directly keeps the directory in step.
+        fw.set_item(0x20, vec![1; 5]);
+        assert_eq!(parse_dir(&mut fw)[0].0, 5);
+    }
+
+    #[test]
+    fn acpi_files_are_served() {
+        let mut fw = FwCfg::new(mem());
+        let tables = crate::acpi::build(&crate::acpi::AcpiConfig::default()).unwrap();
+        fw.set_files(tables.fw_cfg_files()).unwrap();
+        let dir = parse_dir(&mut fw);
+        let names: Vec<&str> = dir.iter().map(|d| d.2.as_str()).collect();
+        assert_eq!(
+            names,
+            ["etc/acpi/rsdp", "etc/acpi/tables", "etc/table-loader"]
+        );
+        // The RSDP file reads back through the data port.
+        select(&mut fw, dir[0].1);
+        assert_eq!(read_bytes(&mut fw, 8), b"RSD PTR ");
+        assert_eq!(dir[0].0, 36);
+        assert_eq!(dir[2].0 % 128, 0);
     }
 
     #[test]
@@ -719,6 +762,26 @@ mod tests {
         // The high half was consumed: a fresh low write targets below 4 GiB.
         dma(&mut fw, &m, 0x1000, ctl, 4, 0x2000);
         assert_eq!(control_at(&m, 0x1000), 0);
+    }
+
+    #[test]
+    fn dma_low_half_only_as_seabios_does() {
+        // SeaBIOS writes only 0x518 (its descriptor is below 4 GiB).
+        let m = mem();
+        let mut fw = FwCfg::new(m.clone());
+        fw.set_boot_fail_wait(5000);
+        let key = fw.file_key("etc/boot-fail-wait").unwrap();
+        let mut d = Vec::new();
+        let ctl = (u32::from(key) << 16) | FW_CFG_DMA_CTL_SELECT | FW_CFG_DMA_CTL_READ;
+        d.extend_from_slice(&ctl.to_be_bytes());
+        d.extend_from_slice(&4u32.to_be_bytes());
+        d.extend_from_slice(&0x4000u64.to_be_bytes());
+        m.write_slice(&d, GuestAddress(0x1230)).unwrap();
+        fw.write(8, &0x1230u32.to_be_bytes());
+        assert_eq!(control_at(&m, 0x1230), 0);
+        let mut got = [0u8; 4];
+        m.read_slice(&mut got, GuestAddress(0x4000)).unwrap();
+        assert_eq!(u32::from_le_bytes(got), 5000);
     }
 
     #[test]
