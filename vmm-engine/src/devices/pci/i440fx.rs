@@ -122,7 +122,7 @@ impl I440fx {
         self.pam_cb = Some(cb);
     }
 
-    /// The decoded PAM state: [0] = 0xF0000..0xFFFFF, [1..=12] = the 16 KiB
+    /// The decoded PAM state: index 0 = 0xF0000..0xFFFFF, 1..=12 = the 16 KiB
     /// pieces of 0xC0000..0xEFFFF in address order.
     pub fn pam_state(&self) -> [PamMode; PAM_SEGMENTS] {
         let r = self.config.regs();

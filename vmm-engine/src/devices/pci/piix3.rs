@@ -34,7 +34,7 @@ use crate::devices::{BusDevice, PowerEvent, PowerHandle};
 pub const DEVICE_PIIX3_ISA: u16 = 0x7000;
 /// devfn of the ISA bridge (00:01.0).
 pub const PIIX3_DEVFN: u8 = 0x08;
-/// First PIRQ route register (PIRQRC[A]).
+/// First PIRQ route register (PIRQRCA).
 pub const PIRQ_ROUTE: usize = 0x60;
 
 /// Port of [`ResetControl`].
