@@ -120,6 +120,15 @@ impl AcpiPm {
         self.update_sci();
     }
 
+    /// Machine reset: status, enables and sleep type cleared, SCI low.
+    pub fn reset(&mut self) {
+        self.status = 0;
+        self.enable = 0;
+        self.control = CNT_SCI_EN;
+        self.tmr_ref = self.timer();
+        self.update_sci();
+    }
+
     /// PM1a_STS as the guest reads it.
     pub fn status(&mut self) -> u16 {
         if (self.timer() ^ self.tmr_ref) & (1 << 23) != 0 {
@@ -402,5 +411,19 @@ mod tests {
         // The write covering 0x603..0x605 set enables and SLP_EN|S5.
         assert_eq!(*r.events.lock().unwrap(), vec![PowerEvent::PowerOff]);
         assert_eq!(r16(&mut r.pm, 6), 0);
+    }
+
+    #[test]
+    fn reset_clears_and_drops_sci() {
+        let mut r = rig();
+        r.pm.write(2, &PM1_PWRBTN_STS.to_le_bytes());
+        r.pm.write(4, &(1u16 << 10).to_le_bytes());
+        r.pm.press_power_button();
+        assert!(r.sci.level());
+        r.pm.reset();
+        assert!(!r.sci.level());
+        assert_eq!(r16(&mut r.pm, 0), 0);
+        assert_eq!(r16(&mut r.pm, 2), 0);
+        assert_eq!(r16(&mut r.pm, 4), CNT_SCI_EN);
     }
 }

@@ -77,6 +77,7 @@ pub const B_SET: u8 = 0x80;
 pub const B_PIE: u8 = 0x40;
 pub const B_AIE: u8 = 0x20;
 pub const B_UIE: u8 = 0x10;
+pub const B_SQWE: u8 = 0x08;
 pub const B_DM_BINARY: u8 = 0x04;
 pub const B_24H: u8 = 0x02;
 pub const C_IRQF: u8 = 0x80;
@@ -300,6 +301,17 @@ impl Rtc {
         let code = |i: usize| devices.get(i).map_or(0, |d| *d as u8);
         self.cmos[0x3d] = code(0) | code(1) << 4;
         self.cmos[0x38] = code(2) << 4 | 1;
+    }
+
+    /// Machine reset, as on a PC: the CMOS RAM and the time survive (they
+    /// are battery-backed); the periodic, alarm and square-wave enables
+    /// and the pending flags in C are cleared.
+    pub fn reset(&mut self) {
+        self.cmos[REG_B] &= !(B_PIE | B_AIE | B_SQWE);
+        self.cmos[REG_C] = 0;
+        self.index = 0;
+        self.nmi_masked = false;
+        self.timer.kick();
     }
 
     /// The selected CMOS index (0..=127).
@@ -1159,5 +1171,19 @@ mod tests {
         drop(timer);
         // The thread let go of the RTC.
         assert_eq!(Arc::strong_count(&rtc), 1);
+    }
+
+    #[test]
+    fn reset_keeps_time_and_cmos() {
+        let mut r = rig_at(LEAP_DAY);
+        r.rtc.set_cpus(2);
+        r.wr(0x0b, B_24H | B_PIE | B_AIE | B_UIE | B_SQWE);
+        r.set_ms(1000);
+        r.rtc.advance(Duration::from_secs(1));
+        r.rtc.reset();
+        assert_eq!(r.rd(0x0b), B_24H | B_UIE);
+        assert_eq!(r.rd(0x0c), 0);
+        assert_eq!(r.rd(0x5f), 1);
+        assert_eq!(r.rd(0), 0x57);
     }
 }

@@ -101,13 +101,28 @@ impl I440fx {
         }
     }
 
+    /// Machine reset: registers back to power-on values (all PAM segments
+    /// Off); the PAM callback runs if that changed the state.
+    pub fn reset(&mut self) {
+        let before = self.pam_state();
+        let cb = self.pam_cb.take();
+        *self = Self::new();
+        self.pam_cb = cb;
+        let after = self.pam_state();
+        if after != before {
+            if let Some(cb) = &self.pam_cb {
+                cb(&after);
+            }
+        }
+    }
+
     /// Runs `cb` with the new state each time a PAM register changes the
     /// decoding of some segment.
     pub fn set_pam_callback(&mut self, cb: PamCallback) {
         self.pam_cb = Some(cb);
     }
 
-    /// The decoded PAM state: [0] = 0xF0000..0xFFFFF, [1..=12] = the 16 KiB
+    /// The decoded PAM state: index 0 = 0xF0000..0xFFFFF, 1..=12 = the 16 KiB
     /// pieces of 0xC0000..0xEFFFF in address order.
     pub fn pam_state(&self) -> [PamMode; PAM_SEGMENTS] {
         let r = self.config.regs();
@@ -287,5 +302,22 @@ mod tests {
         let mut b = [0u8; 8];
         d.config_read(0xfc, &mut b);
         assert_eq!(&b[4..], &[0xff; 4]);
+    }
+
+    #[test]
+    fn reset_restores_power_on_state() {
+        let mut d = I440fx::new();
+        let calls = Arc::new(Mutex::new(0));
+        let c = calls.clone();
+        d.set_pam_callback(Box::new(move |_| *c.lock().unwrap() += 1));
+        d.config_write(PAM0, &[0x30]);
+        d.config_write(SMRAM, &[0x10]);
+        assert_eq!(*calls.lock().unwrap(), 1);
+        d.reset();
+        assert_eq!(d.pam_state(), [PamMode::Off; 13]);
+        assert_eq!(d.smram(), 0x02, "reset also clears D_LCK");
+        assert_eq!(*calls.lock().unwrap(), 2, "callback kept and told");
+        d.reset();
+        assert_eq!(*calls.lock().unwrap(), 2, "no change, no call");
     }
 }

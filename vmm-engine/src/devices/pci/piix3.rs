@@ -34,7 +34,7 @@ use crate::devices::{BusDevice, PowerEvent, PowerHandle};
 pub const DEVICE_PIIX3_ISA: u16 = 0x7000;
 /// devfn of the ISA bridge (00:01.0).
 pub const PIIX3_DEVFN: u8 = 0x08;
-/// First PIRQ route register (PIRQRC[A]).
+/// First PIRQ route register (PIRQRCA).
 pub const PIRQ_ROUTE: usize = 0x60;
 
 /// Port of [`ResetControl`].
@@ -94,6 +94,12 @@ impl Piix3 {
             router.set_route(n, super::root::PIRQ_DISABLED);
         }
         Piix3 { config, router }
+    }
+
+    /// Machine reset: registers back to their reset values, PIRQ routing
+    /// disabled (asserted PCI lines stop driving their ISA IRQs).
+    pub fn reset(&mut self) {
+        *self = Self::new(self.router.clone());
     }
 
     /// The router whose routes this bridge's 0x60..0x63 hold.
@@ -162,6 +168,10 @@ impl ResetControl {
     /// The stored register (SRST only).
     pub fn value(&self) -> u8 {
         self.value
+    }
+    /// Machine reset: the register reads 0.
+    pub fn reset(&mut self) {
+        self.value = 0;
     }
 }
 
@@ -404,5 +414,24 @@ mod tests {
         e.write(u64::MAX, &[1, 2]);
         e.read(u64::MAX, &mut b);
         assert_eq!(b, [0xff; 3]);
+    }
+
+    #[test]
+    fn reset_disables_routing() {
+        let (r, levels) = router();
+        let mut d = Piix3::new(r.clone());
+        d.config_write(0x60, &[10, 10, 11, 11]);
+        d.config_write(0x4c, &[0]);
+        r.irq_line_for(1, 1).set_level(true);
+        assert_eq!(*levels.lock().unwrap(), vec![(10, true)]);
+        d.reset();
+        assert_eq!(read_cfg(&mut d, 0x60, 4), [0x80; 4]);
+        assert_eq!(read_cfg(&mut d, 0x4c, 1), [0x4d]);
+        assert_eq!(levels.lock().unwrap().last(), Some(&(10, false)));
+        let (p, _) = PowerHandle::recording();
+        let mut rc = ResetControl::new(p);
+        rc.write(0, &[0x02]);
+        rc.reset();
+        assert_eq!(rc.value(), 0);
     }
 }

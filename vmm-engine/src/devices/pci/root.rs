@@ -81,6 +81,8 @@ struct Slot {
     mapped: [Option<Mapping>; NUM_REGIONS],
     /// The address last given to `bar_remapped`, per BAR.
     reported: [Option<u64>; NUM_REGIONS],
+    /// The last mapping that could not be made, per BAR (log once).
+    failed: [Option<Mapping>; NUM_REGIONS],
     /// Some wanted mapping could not be made; retry later.
     pending: bool,
 }
@@ -117,6 +119,7 @@ impl PciRoot {
                 dev,
                 mapped: [None; NUM_REGIONS],
                 reported: [None; NUM_REGIONS],
+                failed: [None; NUM_REGIONS],
                 pending: true,
             },
         );
@@ -152,6 +155,17 @@ impl PciRoot {
     /// reset control register, [`super::piix3::ResetControl`]).
     pub fn set_port_cf9(&mut self, dev: SharedDevice) {
         self.cf9 = Some(dev);
+    }
+
+    /// Machine reset: clears CONFIG_ADDRESS and brings every function's
+    /// bus ranges in line with its BARs. Reset the functions' config
+    /// spaces first (their BARs and command registers), then call this.
+    pub fn reset(&mut self) {
+        self.address = 0;
+        let devfns: Vec<u8> = self.slots.keys().copied().collect();
+        for d in devfns {
+            self.reconcile(d);
+        }
     }
 
     /// The current CONFIG_ADDRESS register.
@@ -267,7 +281,14 @@ impl PciRoot {
                         match bus.insert(region, m.addr, m.len) {
                             Ok(()) => true,
                             Err(e) => {
-                                warn!(
+                                // Warn once per address; retries are quiet.
+                                let level = if slot.failed[bar] == Some(m) {
+                                    log::Level::Debug
+                                } else {
+                                    log::Level::Warn
+                                };
+                                log::log!(
+                                    level,
                                     "pci {:02x}.{}: BAR {} at {:#x}+{:#x} left unmapped: {}",
                                     d >> 3,
                                     d & 7,
@@ -276,6 +297,7 @@ impl PciRoot {
                                     m.len,
                                     e
                                 );
+                                slot.failed[bar] = Some(m);
                                 false
                             }
                         }
@@ -292,6 +314,7 @@ impl PciRoot {
                         m.len
                     );
                     slot.mapped[bar] = Some(m);
+                    slot.failed[bar] = None;
                 } else {
                     pending = true;
                 }
@@ -1144,5 +1167,23 @@ mod tests {
         assert_eq!(st[4], PamMode::ReadWrite, "0xcc000: PAM2 high nibble");
         assert_eq!(st[5], PamMode::Off, "0xd0000 is PAM3, not written yet");
         assert_eq!(host.lock().unwrap().pam_state(), st);
+    }
+
+    #[test]
+    fn reset_remaps_from_config() {
+        let m = machine();
+        let (a, log) = fake(None);
+        m.root.lock().unwrap().add_device(0x18, a.clone());
+        program_bars(&m, 0x18, 0xc000, 0, 0, 0);
+        m.cfg_write16(0x18, 0x04, CMD_IO);
+        assert!(m.root.lock().unwrap().mapped_bar(0x18, 0).is_some());
+        // The device resets its config space behind the root's back.
+        a.lock().unwrap().config_mut().set_u16(0x04, 0);
+        m.root.lock().unwrap().reset();
+        assert_eq!(m.root.lock().unwrap().config_address(), 0);
+        assert_eq!(m.root.lock().unwrap().mapped_bar(0x18, 0), None);
+        assert_eq!(log.lock().unwrap().remapped.last(), Some(&(0, None)));
+        let mut b = [0u8; 1];
+        assert!(!m.io.read(0xc000, &mut b));
     }
 }
