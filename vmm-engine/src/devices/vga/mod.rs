@@ -339,6 +339,16 @@ impl VgaHandle {
         VRAM_SIZE as u64
     }
 
+    /// Machine reset: registers back to power-on values (all zero, VBE
+    /// off, display blanked), video memory kept, as QEMU does.
+    pub fn reset(&self) {
+        let mut st = lock(&self.shared.state);
+        st.regs = VgaRegs::default();
+        st.vbe = Vbe::new(VRAM_SIZE as u32);
+        st.latch = 0;
+        st.dirty = true;
+    }
+
     /// Installs the mapper that puts BAR0 into the guest.
     pub fn set_mapper(&self, mapper: Arc<dyn VramMapper>) {
         lock(&self.shared.state).mapper = Some(mapper);
@@ -388,7 +398,7 @@ impl VgaHandle {
             st.regs.palette256(&mut rd.pal256);
             let copy = match &mode {
                 Mode::Text(_) => 256 << 10,
-                Mode::Graphic(g) => g.mem_needed(),
+                Mode::Graphic(g) => g.mem_size,
                 _ => 0,
             };
             if copy > 0 {
@@ -625,6 +635,9 @@ impl StdVga {
     }
     pub fn screen_text(&self) -> Option<Vec<String>> {
         self.handle.screen_text()
+    }
+    pub fn reset(&self) {
+        self.handle.reset()
     }
 }
 

@@ -776,6 +776,124 @@ fn blank_when_palette_source_off() {
     assert_eq!(fb.pixel(0, 0), Some([0, 0, 0, 0xff]));
 }
 
+/// EGA palette entry `i` (as loaded by `set_mode`) as RGBA.
+fn ega(i: u8) -> [u8; 4] {
+    let c = |lo: u8, hi: u8| {
+        let v = ((i >> lo) & 1) * 0x2a + ((i >> hi) & 1) * 0x15;
+        (v << 2) | (v >> 4)
+    };
+    [c(2, 5), c(1, 4), c(0, 3), 0xff]
+}
+
+#[test]
+fn cga_mode4_odd_even_scanlines() {
+    let r = Rig::new();
+    r.set_mode(
+        0x63,
+        [0x09, 0x03, 0x00, 0x02],
+        &[
+            0x2d, 0x27, 0x28, 0x90, 0x2b, 0x80, 0xbf, 0x1f, 0x00, 0xc1, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x9c, 0x8e, 0x8f, 0x14, 0x00, 0x96, 0xb9, 0xa2, 0xff,
+        ],
+        &[
+            0x00, 0x13, 0x15, 0x17, 0x02, 0x04, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15,
+            0x16, 0x17, 0x01, 0x00, 0x03, 0x00,
+        ],
+        &[0x00, 0x00, 0x00, 0x00, 0x00, 0x30, 0x0f, 0x0f, 0xff],
+    );
+    // Even line 0: pixels 0-3 = colours 3, 2, 1, 0.
+    r.memw(0xb8000, 0b11_10_01_00);
+    // Odd line 1 lives 8 KiB up; byte 1 holds pixels 4-7.
+    r.memw(0xba001, 0b01_00_00_11);
+    // Line 2 is the second even line.
+    r.memw(0xb8000 + 80, 0b10_00_00_00);
+    r.h.render_at(0);
+    let fb = r.h.display().snapshot();
+    assert_eq!((fb.width, fb.height), (320, 200));
+    assert_eq!(fb.pixel(0, 0), Some(ega(0x17)));
+    assert_eq!(fb.pixel(1, 0), Some(ega(0x15)));
+    assert_eq!(fb.pixel(2, 0), Some(ega(0x13)));
+    assert_eq!(fb.pixel(3, 0), Some(ega(0x00)));
+    assert_eq!(fb.pixel(4, 1), Some(ega(0x13)));
+    assert_eq!(fb.pixel(7, 1), Some(ega(0x17)));
+    assert_eq!(fb.pixel(0, 1), Some(ega(0x00)));
+    assert_eq!(fb.pixel(0, 2), Some(ega(0x15)));
+}
+
+#[test]
+fn vbe_planar_4bpp_like_seabios() {
+    let r = Rig::new();
+    // SeaBIOS sets mode 6Ah (800x600x16) first, then enables dispi 4 bpp.
+    r.set_mode12();
+    r.vbe(3, 4);
+    r.vbe(1, 800);
+    r.vbe(2, 600);
+    r.vbe(5, 0);
+    r.vbe(4, 0x01);
+    assert_eq!(r.vbe_get(6), 800);
+    // Write mode 2, pixel (799, 599) = colour 0x0e.
+    r.gr(5, 0x02);
+    r.gr(8, 0x01);
+    let a = 0xa0000 + 599 * 100 + 99;
+    r.memr(a);
+    r.memw(a, 0x0e);
+    r.h.render_at(0);
+    let fb = r.h.display().snapshot();
+    assert_eq!((fb.width, fb.height), (800, 600));
+    assert_eq!(fb.pixel(799, 599), Some(ega(0x3e)));
+    assert_eq!(fb.pixel(798, 599), Some(ega(0)));
+}
+
+#[test]
+fn vbe_8bpp_with_8bit_dac() {
+    let r = Rig::new();
+    r.unblank();
+    r.vbe(1, 640);
+    r.vbe(2, 480);
+    r.vbe(3, 8);
+    r.vbe(4, 0x41 | 0x20);
+    r.dac(9, [0xff, 0x80, 0x01]);
+    r.outb(0x3c7, 9);
+    assert_eq!(r.inb(0x3c9), 0xff);
+    r.vram().write_u8(640 * 3 + 2, 9);
+    r.h.render_at(0);
+    assert_eq!(
+        r.h.display().snapshot().pixel(2, 3),
+        Some([0xff, 0x80, 0x01, 0xff])
+    );
+    // Back to 6-bit: values are masked and scaled.
+    r.vbe(4, 0x41);
+    r.dac(9, [0xff, 0x20, 0x01]);
+    r.h.render_at(0);
+    assert_eq!(
+        r.h.display().snapshot().pixel(2, 3),
+        Some([0xff, 0x82, 0x04, 0xff])
+    );
+}
+
+#[test]
+fn reset_returns_to_power_on_state() {
+    let r = Rig::new();
+    r.unblank();
+    r.vbe(1, 800);
+    r.vbe(2, 600);
+    r.vbe(3, 32);
+    r.vbe(4, 0x41);
+    r.vram().write_u32(0, 0x00ff_ffff);
+    r.h.render_at(0);
+    assert_eq!(r.h.display().snapshot().width, 800);
+    assert_eq!(r.h.display().snapshot().pixel(0, 0), Some(WHITE));
+    r.vga.reset();
+    assert_eq!(r.vbe_get(4), 0);
+    assert_eq!(r.vbe_get(0), 0xb0c5);
+    assert_eq!(r.inb(0x3cc), 0);
+    assert!(r.h.render_at(0));
+    let fb = r.h.display().snapshot();
+    // Blank (palette address source off), same size, black.
+    assert_eq!((fb.width, fb.height), (800, 600));
+    assert_eq!(fb.pixel(0, 0), Some([0, 0, 0, 0xff]));
+}
+
 /// A small deterministic generator for the hostile tests.
 struct Lcg(u64);
 impl Lcg {
