@@ -703,4 +703,6 @@ impl PciDevice for StdVga {
 }
 
 #[cfg(test)]
+mod kvm_test;
+#[cfg(test)]
 mod tests;
