@@ -20,7 +20,9 @@ const ROM_PATH: &str = "/usr/share/seabios/vgabios-stdvga.bin";
 const LFB: u64 = 0xe000_0000;
 const VRAM_SLOT: u32 = 2;
 
-/// The guest program, at 0000:7C00 (nasm source; assembled bytes below):
+/// The guest program, at 0000:7C00 (nasm source abridged; bytes below).
+/// Each stage ends with `out 0xfN, ax` and the harness checks the device
+/// state at that point:
 ///
 /// ```text
 ///     cli / ds = es = ss = 0 / sp = 0x7000
@@ -29,24 +31,39 @@ const VRAM_SLOT: u32 = 2;
 ///     mov ax, 0x0003 ; int 0x10                ; text mode 3
 ///     mov ax, 0x0e48 ; mov bx, 7 ; int 0x10    ; teletype 'H'
 ///     mov ax, 0x0e69 ; int 0x10                ; teletype 'i'
-///     out 0xf0, al                             ; marker 1
+///     out 0xf0, al
+///     mov ax, 0x1112 ; mov bl, 0 ; int 0x10    ; 8x8 font: 80x50
+///     out 0xf5, al
+///     mov ax, 0x0012 ; int 0x10                ; 640x480x16
+///     mov ax, 0x0c0e ; bh=0 cx=100 dx=50 ; int 0x10   ; write pixel 14
+///     mov ah, 0x0d   ; bh=0 cx=100 dx=50 ; int 0x10   ; read it back
+///     out 0xf3, ax
+///     mov ax, 0x0013 ; int 0x10                ; 320x200x256
+///     mov ax, 0x0c0f ; bh=0 cx=200 dx=150 ; int 0x10  ; write pixel 15
+///     mov ah, 0x0d   ; bh=0 cx=200 dx=150 ; int 0x10  ; read it back
+///     out 0xf4, ax
 ///     mov ax, 0x4f02 ; mov bx, 0x4118 ; int 0x10  ; VBE 1024x768, LFB
-///     out 0xf1, ax                             ; marker 2 (AX = status)
+///     out 0xf1, ax                             ; AX = VBE status
 ///     big real mode for FS (flat 4 GiB data segment)
 ///     mov dword [fs:0xe0000000 + 0x14028], 0x00123456   ; into the LFB
-///     out 0xf2, al                             ; marker 3
+///     out 0xf2, al
 ///     hlt
 /// ```
-const STUB: [u8; 142] = [
+const STUB: [u8; 214] = [
     0xfa, 0x31, 0xc0, 0x8e, 0xd8, 0x8e, 0xc0, 0x8e, 0xd0, 0xbc, 0x00, 0x70, 0x31, 0xff, 0xb9, 0x00,
-    0x01, 0xc7, 0x05, 0x73, 0x7c, 0xc7, 0x45, 0x02, 0x00, 0x00, 0x83, 0xc7, 0x04, 0xe2, 0xf2, 0xb8,
+    0x01, 0xc7, 0x05, 0xbc, 0x7c, 0xc7, 0x45, 0x02, 0x00, 0x00, 0x83, 0xc7, 0x04, 0xe2, 0xf2, 0xb8,
     0x10, 0x00, 0x9a, 0x03, 0x00, 0x00, 0xc0, 0xb8, 0x03, 0x00, 0xcd, 0x10, 0xb8, 0x48, 0x0e, 0xbb,
-    0x07, 0x00, 0xcd, 0x10, 0xb8, 0x69, 0x0e, 0xcd, 0x10, 0xe6, 0xf0, 0xb8, 0x02, 0x4f, 0xbb, 0x18,
-    0x41, 0xcd, 0x10, 0xe7, 0xf1, 0xfa, 0x0f, 0x01, 0x16, 0x88, 0x7c, 0x0f, 0x20, 0xc0, 0x0c, 0x01,
-    0x0f, 0x22, 0xc0, 0xeb, 0x00, 0xbb, 0x08, 0x00, 0x8e, 0xe3, 0x24, 0xfe, 0x0f, 0x22, 0xc0, 0xeb,
-    0x00, 0x66, 0xbf, 0x28, 0x40, 0x01, 0xe0, 0x64, 0x66, 0x67, 0xc7, 0x07, 0x56, 0x34, 0x12, 0x00,
-    0xe6, 0xf2, 0xf4, 0xcf, 0x90, 0x90, 0x90, 0x90, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0xff, 0xff, 0x00, 0x00, 0x00, 0x92, 0xcf, 0x00, 0x0f, 0x00, 0x78, 0x7c, 0x00, 0x00,
+    0x07, 0x00, 0xcd, 0x10, 0xb8, 0x69, 0x0e, 0xcd, 0x10, 0xe6, 0xf0, 0xb8, 0x12, 0x11, 0xb3, 0x00,
+    0xcd, 0x10, 0xe6, 0xf5, 0xb8, 0x12, 0x00, 0xcd, 0x10, 0xb8, 0x0e, 0x0c, 0xb7, 0x00, 0xb9, 0x64,
+    0x00, 0xba, 0x32, 0x00, 0xcd, 0x10, 0xb4, 0x0d, 0xb7, 0x00, 0xb9, 0x64, 0x00, 0xba, 0x32, 0x00,
+    0xcd, 0x10, 0xe7, 0xf3, 0xb8, 0x13, 0x00, 0xcd, 0x10, 0xb8, 0x0f, 0x0c, 0xb7, 0x00, 0xb9, 0xc8,
+    0x00, 0xba, 0x96, 0x00, 0xcd, 0x10, 0xb4, 0x0d, 0xb7, 0x00, 0xb9, 0xc8, 0x00, 0xba, 0x96, 0x00,
+    0xcd, 0x10, 0xe7, 0xf4, 0xb8, 0x02, 0x4f, 0xbb, 0x18, 0x41, 0xcd, 0x10, 0xe7, 0xf1, 0xfa, 0x0f,
+    0x01, 0x16, 0xd0, 0x7c, 0x0f, 0x20, 0xc0, 0x0c, 0x01, 0x0f, 0x22, 0xc0, 0xeb, 0x00, 0xbb, 0x08,
+    0x00, 0x8e, 0xe3, 0x24, 0xfe, 0x0f, 0x22, 0xc0, 0xeb, 0x00, 0x66, 0xbf, 0x28, 0x40, 0x01, 0xe0,
+    0x64, 0x66, 0x67, 0xc7, 0x07, 0x56, 0x34, 0x12, 0x00, 0xe6, 0xf2, 0xf4, 0xcf, 0x90, 0x90, 0x90,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x92, 0xcf, 0x00,
+    0x0f, 0x00, 0xc0, 0x7c, 0x00, 0x00,
 ];
 /// Byte offset in video memory the guest writes 0x00123456 to.
 const LFB_POKE: usize = 0x14028;
@@ -64,24 +81,22 @@ fn dump(fb: &crate::display::Framebuffer, name: &str) {
     std::fs::write(format!("{dir}/{name}.ppm"), out).unwrap();
 }
 
-/// The machine's [`VramMapper`]: a KVM memory slot with dirty logging.
+/// The machine's [`VramMapper`]: a KVM memory slot with dirty logging. A
+/// slot cannot move, so a remap deletes it (size 0) and adds it again.
 struct KvmVram {
     vm: Arc<VmFd>,
     host: u64,
+    current: Mutex<Option<u64>>,
     log: Mutex<Vec<String>>,
 }
 
-impl VramMapper for KvmVram {
-    fn map(&self, guest_addr: Option<u64>) {
+impl KvmVram {
+    fn set_slot(&self, guest_phys_addr: u64, memory_size: u64) {
         let region = kvm_userspace_memory_region {
             slot: VRAM_SLOT,
             flags: KVM_MEM_LOG_DIRTY_PAGES,
-            guest_phys_addr: guest_addr.unwrap_or(0),
-            memory_size: if guest_addr.is_some() {
-                VRAM_SIZE as u64
-            } else {
-                0
-            },
+            guest_phys_addr,
+            memory_size,
             userspace_addr: self.host,
         };
         // SAFETY: the region is the device's own 16 MiB mapping, which
@@ -90,7 +105,20 @@ impl VramMapper for KvmVram {
         self.log
             .lock()
             .unwrap()
-            .push(format!("map {guest_addr:x?}: {r:?}"));
+            .push(format!("slot {guest_phys_addr:#x}+{memory_size:#x}: {r:?}"));
+    }
+}
+
+impl VramMapper for KvmVram {
+    fn map(&self, guest_addr: Option<u64>) {
+        let mut cur = self.current.lock().unwrap();
+        if let Some(old) = cur.take() {
+            self.set_slot(old, 0);
+        }
+        if let Some(a) = guest_addr {
+            self.set_slot(a, VRAM_SIZE as u64);
+            *cur = Some(a);
+        }
     }
     fn dirty_pages(&self) -> Option<Vec<u64>> {
         self.vm.get_dirty_log(VRAM_SLOT, VRAM_SIZE).ok()
@@ -131,15 +159,19 @@ fn vga_bios_drives_the_device_under_kvm() {
     let mapper = Arc::new(KvmVram {
         vm: vm.clone(),
         host: h.vram_host_addr(),
+        current: Mutex::new(None),
         log: Mutex::new(Vec::new()),
     });
     vga.set_mapper(mapper.clone());
-    // BAR0 placed and memory decoding on, as the system BIOS leaves it.
-    assert!(vga.config_write(0x10, &(LFB as u32).to_le_bytes()));
+    // BAR0 placed and memory decoding on, as the system BIOS leaves it;
+    // moved once on the way, as a PCI root would report it.
     assert!(vga.config_write(0x04, &[0x03, 0x00]));
-    let lfb = vga.config().bar_address(BAR_LFB);
-    assert_eq!(lfb, Some(LFB));
-    vga.bar_remapped(BAR_LFB, lfb);
+    for addr in [0xd000_0000u32, LFB as u32] {
+        assert!(vga.config_write(0x10, &addr.to_le_bytes()));
+        let lfb = vga.config().bar_address(BAR_LFB);
+        assert_eq!(lfb, Some(addr as u64));
+        vga.bar_remapped(BAR_LFB, lfb);
+    }
 
     let io = Bus::new();
     for (d, base, len) in vga.io_devices() {
@@ -194,7 +226,7 @@ fn vga_bios_drives_the_device_under_kvm() {
                         }
                     }
                 }
-                0xf0..=0xf2 => marker = Some((port, le_value(data) as u16)),
+                0xf0..=0xf5 => marker = Some((port, le_value(data) as u16)),
                 _ => {
                     io.write(port as u64, data);
                 }
@@ -255,7 +287,34 @@ fn vga_bios_drives_the_device_under_kvm() {
                 }
                 assert!(lit > 10, "the BIOS font has an 'H' ({lit} dots)");
             }
-            0xf1 if stages.len() == 2 => {
+            0xf5 if stages.len() == 2 => {
+                let text = h.screen_text().unwrap_or_else(|| fail("not text", &debug));
+                assert_eq!(text.len(), 50, "8x8 font gives 50 rows\n{debug}");
+                h.render();
+                let fb = display.snapshot();
+                assert_eq!((fb.width, fb.height), (720, 400));
+            }
+            0xf3 if stages.len() == 3 => {
+                assert_eq!(val & 0xff, 14, "int 10h read pixel in mode 12h\n{debug}");
+                assert!(h.screen_text().is_none());
+                h.render();
+                let fb = display.snapshot();
+                dump(&fb, "mode12");
+                assert_eq!((fb.width, fb.height), (640, 480));
+                assert_eq!(fb.pixel(100, 50), Some([0xff, 0xff, 0x55, 0xff]));
+                assert_eq!(fb.pixel(101, 50), Some([0, 0, 0, 0xff]));
+                assert_eq!(fb.pixel(100, 51), Some([0, 0, 0, 0xff]));
+            }
+            0xf4 if stages.len() == 4 => {
+                assert_eq!(val & 0xff, 15, "int 10h read pixel in mode 13h\n{debug}");
+                h.render();
+                let fb = display.snapshot();
+                dump(&fb, "mode13");
+                assert_eq!((fb.width, fb.height), (320, 200));
+                assert_eq!(fb.pixel(200, 150), Some([0xff, 0xff, 0xff, 0xff]));
+                assert_eq!(fb.pixel(199, 150), Some([0, 0, 0, 0xff]));
+            }
+            0xf1 if stages.len() == 5 => {
                 assert_eq!(val, 0x004f, "VBE set mode status\n{debug}");
                 let st = lock(&h.shared.state);
                 assert!(st.vbe.enabled());
@@ -270,7 +329,7 @@ fn vga_bios_drives_the_device_under_kvm() {
                 assert!(!h.render());
                 assert_eq!(display.generation(), g);
             }
-            0xf2 if stages.len() == 3 => {
+            0xf2 if stages.len() == 6 => {
                 // The guest wrote the LFB through its own KVM slot; only
                 // the dirty log can tell.
                 assert!(h.render(), "dirty log saw the LFB write");
@@ -286,7 +345,12 @@ fn vga_bios_drives_the_device_under_kvm() {
             _ => fail(&format!("markers out of order: {stages:x?}"), &debug),
         }
     }
-    assert_eq!(stages, [0xf0, 0xf1, 0xf2], "all stages ran\n{debug}");
+    assert_eq!(
+        stages,
+        [0xf0, 0xf5, 0xf3, 0xf4, 0xf1, 0xf2],
+        "all stages ran\n{debug}"
+    );
     let log = mapper.log.lock().unwrap();
+    assert_eq!(log.len(), 3, "{log:?}");
     assert!(log.iter().all(|l| l.ends_with("Ok(())")), "{log:?}");
 }
