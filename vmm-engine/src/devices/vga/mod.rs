@@ -19,10 +19,36 @@
 //! [`VramMapper`]), so guest framebuffer writes never exit; the first 256 KiB
 //! are also the four VGA planes behind the legacy window, as in QEMU.
 //!
+//! Wiring it into a machine:
+//!
+//! ```ignore
+//! let vga = StdVga::new(std::fs::read("/usr/share/seabios/vgabios-stdvga.bin")?)?;
+//! for (dev, base, len) in vga.io_devices() {      // 0x3B0+0x30, 0x1CE+3
+//!     pio.insert(dev, base, len)?;
+//! }
+//! let (dev, base, len) = vga.legacy_window();     // 0xA0000+0x20000
+//! mmio.insert(dev, base, len)?;
+//! // A KVM slot (with KVM_MEM_LOG_DIRTY_PAGES) over vram_host_addr()/
+//! // vram_size(), moved by map(); see kvm_test.rs for a reference.
+//! vga.set_mapper(mapper);
+//! let handle = vga.handle();       // display thread: handle.render() at 30-60 Hz
+//! let display = handle.display();  // UIs: generation(), snapshot()
+//! pci_root.add(vga);               // on machine reset: handle.reset()
+//! ```
+//!
+//! Frames: text modes come out at their dot size (720x400 for mode 3,
+//! 40-column modes with doubled dots), VGA graphics modes at their logical
+//! size with scan doubling removed (mode 13h is 320x200), VBE modes at
+//! XRES x YRES. The generation moves only when the picture changes; in text
+//! modes the cursor and blinking characters change it about 4 times a
+//! second, as they do on a real screen.
+//!
 //! What is missing: EDID at BAR2 0x000 (reads zeros), big-endian
-//! framebuffer (the QEMU byte-order register stays little-endian), the
-//! horizontal pel panning and underline attribute, the CGA 160x100 hack,
-//! interlace, timing (retrace bits just alternate on each read).
+//! framebuffer (the QEMU byte-order register stays little-endian), split
+//! screen (line compare) in text modes, horizontal pel panning, the
+//! underline attribute, the CGA 160x100 hack, interlace and timing (the
+//! retrace bits just alternate on each read), direct KVM mapping of the
+//! chain-4 window (mode 13h and banked VBE writes exit to the VMM).
 
 pub mod planar;
 pub mod regs;
@@ -219,10 +245,16 @@ impl VgaState {
                 }
             }
             0x500..=0x515 => {
-                self.vbe.index = ((offset - 0x500) >> 1) as u16;
-                let v = self.vbe.read_data() as u64;
-                let shift = (offset & 1) as usize;
-                le_bytes_into(v, shift, data);
+                // Each register is 16 bits; a wider read spans several.
+                for (i, b) in data.iter_mut().enumerate() {
+                    let off = offset + i as u64;
+                    *b = if off <= 0x515 {
+                        self.vbe.index = ((off - 0x500) >> 1) as u16;
+                        (self.vbe.read_data() >> (8 * (off & 1))) as u8
+                    } else {
+                        0
+                    };
+                }
             }
             0x600..=0x607 => {
                 // QEMU extension registers: region size, byte order (LE).

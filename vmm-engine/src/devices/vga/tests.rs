@@ -378,6 +378,36 @@ fn blinking_attribute() {
 }
 
 #[test]
+fn ninth_column_line_graphics() {
+    let r = Rig::new();
+    r.set_mode3();
+    r.load_font(|_, _| 0x01); // rightmost dot lit on every line
+    r.crtc(0x0a, 0x20);
+    for (i, ch) in [0xc4u8, b'A', 0xdf, 0xe0].iter().enumerate() {
+        r.memw(0xb8000 + 2 * i as u64, *ch);
+        r.memw(0xb8001 + 2 * i as u64, 0x07);
+    }
+    r.h.render_at(0);
+    let fb = r.h.display().snapshot();
+    let grey = [0xaa, 0xaa, 0xaa, 0xff];
+    let black = [0, 0, 0, 0xff];
+    // Dot 7 lit everywhere; dot 8 copies it only for C0h-DFh.
+    for cell in 0..4u32 {
+        assert_eq!(fb.pixel(cell * 9 + 7, 5), Some(grey));
+    }
+    assert_eq!(fb.pixel(8, 5), Some(grey));
+    assert_eq!(fb.pixel(9 + 8, 5), Some(black));
+    assert_eq!(fb.pixel(18 + 8, 5), Some(grey));
+    assert_eq!(fb.pixel(27 + 8, 5), Some(black));
+    // Line graphics off (AR10 bit 2): the ninth dot is background.
+    r.inb(0x3da);
+    r.outb(0x3c0, 0x30);
+    r.outb(0x3c0, 0x08);
+    r.h.render_at(0);
+    assert_eq!(r.h.display().snapshot().pixel(8, 5), Some(black));
+}
+
+#[test]
 fn text_geometries() {
     let r = Rig::new();
     r.set_mode3();
@@ -616,6 +646,16 @@ fn vbe_1024x768x32_through_ports_and_bar2() {
     let mut b = [0u8; 2];
     r.vga.bar_read(BAR_MMIO, 0x500 + 2, &mut b);
     assert_eq!(u16::from_le_bytes(b), 1024);
+    // A 32-bit read covers XRES and YRES; a byte read the high half.
+    let mut d = [0u8; 4];
+    r.vga.bar_read(BAR_MMIO, 0x500 + 2, &mut d);
+    assert_eq!(d, [0x00, 0x04, 0x00, 0x03]);
+    let mut one = [0u8];
+    r.vga.bar_read(BAR_MMIO, 0x500 + 3, &mut one);
+    assert_eq!(one, [0x04]);
+    // A 32-bit write sets two registers (here YRES and BPP).
+    r.vga.bar_write(BAR_MMIO, 0x500 + 4, &[0x00, 0x03, 32, 0]);
+    assert_eq!((r.vbe_get(2), r.vbe_get(3)), (768, 32));
     // Pan down one line via BAR2 Y_OFFSET: pixel (10, 20) moves to (10, 19).
     r.vga
         .bar_write(BAR_MMIO, 0x500 + 2 * 9, &1u16.to_le_bytes());
