@@ -530,28 +530,26 @@ fn write_modes_logic_ops_and_read_modes() {
         [r.plane(0, 0), r.plane(1, 0), r.plane(2, 0), r.plane(3, 0)],
         [0xff, 0x3c, 0xff, 0x3c]
     );
-    // Rotate by 4, bit mask 0x0f: only the low nibble comes from the data,
-    // the rest from the latches.
+    // Rotate right by 2, bit mask 0x0f: only the low nibble comes from the
+    // data, the rest from the latches.
     r.gr(1, 0x00);
-    r.gr(3, 0x04);
+    r.gr(3, 0x02);
     r.gr(8, 0x0f);
     r.memr(a);
-    r.memw(a, 0xa0);
+    r.memw(a, 0x28);
     assert_eq!(
         [r.plane(0, 0), r.plane(1, 0), r.plane(2, 0), r.plane(3, 0)],
         [0xfa, 0x3a, 0xfa, 0x3a]
     );
-    // AND / OR / XOR with the latches.
+    // AND / OR / XOR with the latches, chained: 0xfa & 0x0f = 0x0a,
+    // | 0x50 = 0x5a, ^ 0xff = 0xa5 (planes 1 and 3: 0x3a -> 0x0a too).
     r.gr(8, 0xff);
-    for (op, data, want) in [(1u8, 0x0fu8, 0x0a), (2, 0x50, 0xfa), (3, 0xff, 0x05)] {
+    for (op, data, want) in [(1u8, 0x0fu8, 0x0au8), (2, 0x50, 0x5a), (3, 0xff, 0xa5)] {
         r.gr(3, op << 3);
         r.memr(a);
         r.memw(a, data);
-        assert_eq!(r.plane(0, 0), if op == 1 { 0x0a } else { want }, "op {op}");
-        // Reset plane 0 to 0xfa for the next op... except XOR chains.
-        if op == 1 {
-            r.gr(3, 0);
-            r.memw(a, 0xfa);
+        for p in 0..4 {
+            assert_eq!(r.plane(p, 0), want, "op {op} plane {p}");
         }
     }
     // Write mode 1 copies the latches to another address.
