@@ -408,6 +408,43 @@ fn ninth_column_line_graphics() {
 }
 
 #[test]
+fn text_split_screen_and_scrolled_start() {
+    let r = Rig::new();
+    r.set_mode3();
+    r.load_font(|_, _| 0);
+    r.crtc(0x0a, 0x20);
+    // Row n of memory starts with the letter 'a' + n.
+    for row in 0..30u64 {
+        r.memw(0xb8000 + row * 160, b'a' + row as u8);
+    }
+    // Start one page of 10 rows down: screen row 0 shows memory row 10.
+    r.crtc(0x0c, 0x03);
+    r.crtc(0x0d, 0x20); // 800 cells
+    let t = r.h.screen_text().unwrap();
+    assert!(t[0].starts_with('k'), "{:?}", t[0]);
+    assert!(t[24].starts_with(' '), "memory row 34 is empty");
+    // Line compare at scanline 80: rows 5.. restart at address 0.
+    r.crtc(0x18, 80);
+    r.crtc(0x07, 0x0f); // clear line compare bit 8 (CR11 protects only bit 4)
+    r.crtc(0x09, 0x0f); // clear bit 9, keep 16-line characters
+    let t = r.h.screen_text().unwrap();
+    assert!(t[4].starts_with('o'));
+    assert!(t[5].starts_with('a'));
+    assert!(t[6].starts_with('b'));
+    // The cursor follows the cell address, not the screen position.
+    r.load_font(|_, _| 0);
+    r.memw(0xb8001, 0x07);
+    r.crtc(0x0a, 0x00);
+    r.crtc(0x0b, 0x0f);
+    r.crtc(0x0e, 0);
+    r.crtc(0x0f, 0);
+    r.h.render_at(0);
+    let fb = r.h.display().snapshot();
+    assert_eq!(fb.pixel(0, 5 * 16), Some([0xaa, 0xaa, 0xaa, 0xff]));
+    assert_eq!(fb.pixel(0, 0), Some([0, 0, 0, 0xff]));
+}
+
+#[test]
 fn text_geometries() {
     let r = Rig::new();
     r.set_mode3();
