@@ -1062,6 +1062,45 @@ fn hostile_guest_cannot_break_it() {
     assert!(fb.width <= 4608 && fb.height <= 2048);
 }
 
+#[test]
+fn random_register_files_render_safely() {
+    let r = Rig::new();
+    let mut g = Lcg(7);
+    for round in 0..300 {
+        r.outb(0x3c2, g.next() as u8);
+        for i in 0..8 {
+            r.seq(i, g.next() as u8);
+        }
+        for i in 0..9 {
+            r.gr(i, g.next() as u8);
+        }
+        r.crtc(0x11, 0);
+        for i in 0..0x19 {
+            r.crtc(i, g.next() as u8);
+        }
+        r.inb(0x3da);
+        for i in 0..0x15 {
+            r.outb(0x3c0, i);
+            r.outb(0x3c0, g.next() as u8);
+        }
+        r.outb(0x3c0, 0x20);
+        if round % 3 == 0 {
+            for i in 0..10 {
+                r.vbe(i, g.next() as u16);
+            }
+        } else {
+            r.vbe(4, 0);
+        }
+        for _ in 0..64 {
+            r.memw(0xa0000 + g.next() % 0x20000, g.next() as u8);
+        }
+        r.h.render_at(g.next() as u128);
+        r.h.screen_text();
+        let fb = r.h.display().snapshot();
+        assert_eq!(fb.pixels.len(), fb.width as usize * fb.height as usize * 4);
+    }
+}
+
 /// Conversion cost of a 1920x1080x32 frame; run with `--ignored
 /// --nocapture`. No assertion on time.
 #[test]
