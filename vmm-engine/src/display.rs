@@ -105,11 +105,15 @@ impl Display {
             return false;
         }
         {
-            let mut cur = self.inner.frame.write().unwrap_or_else(|e| e.into_inner());
+            // Compare under the read lock so viewers are not held up.
+            let cur = self.inner.frame.read().unwrap_or_else(|e| e.into_inner());
             if cur.width == width && cur.height == height && cur.pixels.as_slice() == buf.as_slice()
             {
                 return false;
             }
+        }
+        {
+            let mut cur = self.inner.frame.write().unwrap_or_else(|e| e.into_inner());
             let generation = cur.generation + 1;
             let new = Arc::new(std::mem::take(buf));
             let old = std::mem::replace(

@@ -159,6 +159,9 @@ pub(super) struct GraphicLayout {
     pub crtc_mode: u8,
     pub line_compare: Option<u32>,
     pub plane_enable: u8,
+    /// Bytes of video memory the mode addresses (a power of two; addresses
+    /// wrap inside it, at 256 KiB for the VGA's own modes).
+    pub mem_size: usize,
 }
 
 impl GraphicLayout {
@@ -200,7 +203,16 @@ impl GraphicLayout {
             line_compare = None;
         }
         let height = lines.div_ceil(multi_scan + 1);
+        let mem_size = if st.vbe.enabled() {
+            let span = start as u64 + line_offset as u64 * lines as u64;
+            span.clamp(256 << 10, super::VRAM_SIZE as u64)
+                .next_power_of_two()
+                .min(super::VRAM_SIZE as u64) as usize
+        } else {
+            256 << 10
+        };
         GraphicLayout {
+            mem_size,
             packing,
             width,
             height,
@@ -212,15 +224,6 @@ impl GraphicLayout {
             line_compare,
             plane_enable: r.ar[super::regs::ar::PLANE_ENABLE] & 0x0f,
         }
-    }
-
-    /// Bytes of video memory the renderer needs a copy of (a power of two;
-    /// addresses wrap inside it).
-    pub fn mem_needed(&self) -> usize {
-        let span = self.start as u64 + self.line_offset as u64 * self.lines as u64 + 4096;
-        span.clamp(256 << 10, super::VRAM_SIZE as u64)
-            .next_power_of_two()
-            .min(super::VRAM_SIZE as u64) as usize
     }
 
     /// Draws into `out` (RGBA, resized to `width * height * 4`). `mem` is a

@@ -191,7 +191,7 @@ impl VgaRegs {
                 self.ar_flip_flop = false;
                 self.st01
             }
-            _ => 0xff,
+            _ => 0,
         }
     }
 

@@ -378,6 +378,73 @@ fn blinking_attribute() {
 }
 
 #[test]
+fn ninth_column_line_graphics() {
+    let r = Rig::new();
+    r.set_mode3();
+    r.load_font(|_, _| 0x01); // rightmost dot lit on every line
+    r.crtc(0x0a, 0x20);
+    for (i, ch) in [0xc4u8, b'A', 0xdf, 0xe0].iter().enumerate() {
+        r.memw(0xb8000 + 2 * i as u64, *ch);
+        r.memw(0xb8001 + 2 * i as u64, 0x07);
+    }
+    r.h.render_at(0);
+    let fb = r.h.display().snapshot();
+    let grey = [0xaa, 0xaa, 0xaa, 0xff];
+    let black = [0, 0, 0, 0xff];
+    // Dot 7 lit everywhere; dot 8 copies it only for C0h-DFh.
+    for cell in 0..4u32 {
+        assert_eq!(fb.pixel(cell * 9 + 7, 5), Some(grey));
+    }
+    assert_eq!(fb.pixel(8, 5), Some(grey));
+    assert_eq!(fb.pixel(9 + 8, 5), Some(black));
+    assert_eq!(fb.pixel(18 + 8, 5), Some(grey));
+    assert_eq!(fb.pixel(27 + 8, 5), Some(black));
+    // Line graphics off (AR10 bit 2): the ninth dot is background.
+    r.inb(0x3da);
+    r.outb(0x3c0, 0x30);
+    r.outb(0x3c0, 0x08);
+    r.h.render_at(0);
+    assert_eq!(r.h.display().snapshot().pixel(8, 5), Some(black));
+}
+
+#[test]
+fn text_split_screen_and_scrolled_start() {
+    let r = Rig::new();
+    r.set_mode3();
+    r.load_font(|_, _| 0);
+    r.crtc(0x0a, 0x20);
+    // Row n of memory starts with the letter 'a' + n.
+    for row in 0..30u64 {
+        r.memw(0xb8000 + row * 160, b'a' + row as u8);
+    }
+    // Start one page of 10 rows down: screen row 0 shows memory row 10.
+    r.crtc(0x0c, 0x03);
+    r.crtc(0x0d, 0x20); // 800 cells
+    let t = r.h.screen_text().unwrap();
+    assert!(t[0].starts_with('k'), "{:?}", t[0]);
+    assert!(t[24].starts_with(' '), "memory row 34 is empty");
+    // Line compare at scanline 80: rows 5.. restart at address 0.
+    r.crtc(0x18, 80);
+    r.crtc(0x07, 0x0f); // clear line compare bit 8 (CR11 protects only bit 4)
+    r.crtc(0x09, 0x0f); // clear bit 9, keep 16-line characters
+    let t = r.h.screen_text().unwrap();
+    assert!(t[4].starts_with('o'));
+    assert!(t[5].starts_with('a'));
+    assert!(t[6].starts_with('b'));
+    // The cursor follows the cell address, not the screen position.
+    r.load_font(|_, _| 0);
+    r.memw(0xb8001, 0x07);
+    r.crtc(0x0a, 0x00);
+    r.crtc(0x0b, 0x0f);
+    r.crtc(0x0e, 0);
+    r.crtc(0x0f, 0);
+    r.h.render_at(0);
+    let fb = r.h.display().snapshot();
+    assert_eq!(fb.pixel(0, 5 * 16), Some([0xaa, 0xaa, 0xaa, 0xff]));
+    assert_eq!(fb.pixel(0, 0), Some([0, 0, 0, 0xff]));
+}
+
+#[test]
 fn text_geometries() {
     let r = Rig::new();
     r.set_mode3();
@@ -500,28 +567,26 @@ fn write_modes_logic_ops_and_read_modes() {
         [r.plane(0, 0), r.plane(1, 0), r.plane(2, 0), r.plane(3, 0)],
         [0xff, 0x3c, 0xff, 0x3c]
     );
-    // Rotate by 4, bit mask 0x0f: only the low nibble comes from the data,
-    // the rest from the latches.
+    // Rotate right by 2, bit mask 0x0f: only the low nibble comes from the
+    // data, the rest from the latches.
     r.gr(1, 0x00);
-    r.gr(3, 0x04);
+    r.gr(3, 0x02);
     r.gr(8, 0x0f);
     r.memr(a);
-    r.memw(a, 0xa0);
+    r.memw(a, 0x28);
     assert_eq!(
         [r.plane(0, 0), r.plane(1, 0), r.plane(2, 0), r.plane(3, 0)],
         [0xfa, 0x3a, 0xfa, 0x3a]
     );
-    // AND / OR / XOR with the latches.
+    // AND / OR / XOR with the latches, chained: 0xfa & 0x0f = 0x0a,
+    // | 0x50 = 0x5a, ^ 0xff = 0xa5 (planes 1 and 3: 0x3a -> 0x0a too).
     r.gr(8, 0xff);
-    for (op, data, want) in [(1u8, 0x0fu8, 0x0a), (2, 0x50, 0xfa), (3, 0xff, 0x05)] {
+    for (op, data, want) in [(1u8, 0x0fu8, 0x0au8), (2, 0x50, 0x5a), (3, 0xff, 0xa5)] {
         r.gr(3, op << 3);
         r.memr(a);
         r.memw(a, data);
-        assert_eq!(r.plane(0, 0), if op == 1 { 0x0a } else { want }, "op {op}");
-        // Reset plane 0 to 0xfa for the next op... except XOR chains.
-        if op == 1 {
-            r.gr(3, 0);
-            r.memw(a, 0xfa);
+        for p in 0..4 {
+            assert_eq!(r.plane(p, 0), want, "op {op} plane {p}");
         }
     }
     // Write mode 1 copies the latches to another address.
@@ -616,6 +681,16 @@ fn vbe_1024x768x32_through_ports_and_bar2() {
     let mut b = [0u8; 2];
     r.vga.bar_read(BAR_MMIO, 0x500 + 2, &mut b);
     assert_eq!(u16::from_le_bytes(b), 1024);
+    // A 32-bit read covers XRES and YRES; a byte read the high half.
+    let mut d = [0u8; 4];
+    r.vga.bar_read(BAR_MMIO, 0x500 + 2, &mut d);
+    assert_eq!(d, [0x00, 0x04, 0x00, 0x03]);
+    let mut one = [0u8];
+    r.vga.bar_read(BAR_MMIO, 0x500 + 3, &mut one);
+    assert_eq!(one, [0x04]);
+    // A 32-bit write sets two registers (here YRES and BPP).
+    r.vga.bar_write(BAR_MMIO, 0x500 + 4, &[0x00, 0x03, 32, 0]);
+    assert_eq!((r.vbe_get(2), r.vbe_get(3)), (768, 32));
     // Pan down one line via BAR2 Y_OFFSET: pixel (10, 20) moves to (10, 19).
     r.vga
         .bar_write(BAR_MMIO, 0x500 + 2 * 9, &1u16.to_le_bytes());
@@ -776,6 +851,124 @@ fn blank_when_palette_source_off() {
     assert_eq!(fb.pixel(0, 0), Some([0, 0, 0, 0xff]));
 }
 
+/// EGA palette entry `i` (as loaded by `set_mode`) as RGBA.
+fn ega(i: u8) -> [u8; 4] {
+    let c = |lo: u8, hi: u8| {
+        let v = ((i >> lo) & 1) * 0x2a + ((i >> hi) & 1) * 0x15;
+        (v << 2) | (v >> 4)
+    };
+    [c(2, 5), c(1, 4), c(0, 3), 0xff]
+}
+
+#[test]
+fn cga_mode4_odd_even_scanlines() {
+    let r = Rig::new();
+    r.set_mode(
+        0x63,
+        [0x09, 0x03, 0x00, 0x02],
+        &[
+            0x2d, 0x27, 0x28, 0x90, 0x2b, 0x80, 0xbf, 0x1f, 0x00, 0xc1, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x9c, 0x8e, 0x8f, 0x14, 0x00, 0x96, 0xb9, 0xa2, 0xff,
+        ],
+        &[
+            0x00, 0x13, 0x15, 0x17, 0x02, 0x04, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15,
+            0x16, 0x17, 0x01, 0x00, 0x03, 0x00,
+        ],
+        &[0x00, 0x00, 0x00, 0x00, 0x00, 0x30, 0x0f, 0x0f, 0xff],
+    );
+    // Even line 0: pixels 0-3 = colours 3, 2, 1, 0.
+    r.memw(0xb8000, 0b11_10_01_00);
+    // Odd line 1 lives 8 KiB up; byte 1 holds pixels 4-7.
+    r.memw(0xba001, 0b01_00_00_11);
+    // Line 2 is the second even line.
+    r.memw(0xb8000 + 80, 0b10_00_00_00);
+    r.h.render_at(0);
+    let fb = r.h.display().snapshot();
+    assert_eq!((fb.width, fb.height), (320, 200));
+    assert_eq!(fb.pixel(0, 0), Some(ega(0x17)));
+    assert_eq!(fb.pixel(1, 0), Some(ega(0x15)));
+    assert_eq!(fb.pixel(2, 0), Some(ega(0x13)));
+    assert_eq!(fb.pixel(3, 0), Some(ega(0x00)));
+    assert_eq!(fb.pixel(4, 1), Some(ega(0x13)));
+    assert_eq!(fb.pixel(7, 1), Some(ega(0x17)));
+    assert_eq!(fb.pixel(0, 1), Some(ega(0x00)));
+    assert_eq!(fb.pixel(0, 2), Some(ega(0x15)));
+}
+
+#[test]
+fn vbe_planar_4bpp_like_seabios() {
+    let r = Rig::new();
+    // SeaBIOS sets mode 6Ah (800x600x16) first, then enables dispi 4 bpp.
+    r.set_mode12();
+    r.vbe(3, 4);
+    r.vbe(1, 800);
+    r.vbe(2, 600);
+    r.vbe(5, 0);
+    r.vbe(4, 0x01);
+    assert_eq!(r.vbe_get(6), 800);
+    // Write mode 2, pixel (799, 599) = colour 0x0e.
+    r.gr(5, 0x02);
+    r.gr(8, 0x01);
+    let a = 0xa0000 + 599 * 100 + 99;
+    r.memr(a);
+    r.memw(a, 0x0e);
+    r.h.render_at(0);
+    let fb = r.h.display().snapshot();
+    assert_eq!((fb.width, fb.height), (800, 600));
+    assert_eq!(fb.pixel(799, 599), Some(ega(0x3e)));
+    assert_eq!(fb.pixel(798, 599), Some(ega(0)));
+}
+
+#[test]
+fn vbe_8bpp_with_8bit_dac() {
+    let r = Rig::new();
+    r.unblank();
+    r.vbe(1, 640);
+    r.vbe(2, 480);
+    r.vbe(3, 8);
+    r.vbe(4, 0x41 | 0x20);
+    r.dac(9, [0xff, 0x80, 0x01]);
+    r.outb(0x3c7, 9);
+    assert_eq!(r.inb(0x3c9), 0xff);
+    r.vram().write_u8(640 * 3 + 2, 9);
+    r.h.render_at(0);
+    assert_eq!(
+        r.h.display().snapshot().pixel(2, 3),
+        Some([0xff, 0x80, 0x01, 0xff])
+    );
+    // Back to 6-bit: values are masked and scaled.
+    r.vbe(4, 0x41);
+    r.dac(9, [0xff, 0x20, 0x01]);
+    r.h.render_at(0);
+    assert_eq!(
+        r.h.display().snapshot().pixel(2, 3),
+        Some([0xff, 0x82, 0x04, 0xff])
+    );
+}
+
+#[test]
+fn reset_returns_to_power_on_state() {
+    let r = Rig::new();
+    r.unblank();
+    r.vbe(1, 800);
+    r.vbe(2, 600);
+    r.vbe(3, 32);
+    r.vbe(4, 0x41);
+    r.vram().write_u32(0, 0x00ff_ffff);
+    r.h.render_at(0);
+    assert_eq!(r.h.display().snapshot().width, 800);
+    assert_eq!(r.h.display().snapshot().pixel(0, 0), Some(WHITE));
+    r.vga.reset();
+    assert_eq!(r.vbe_get(4), 0);
+    assert_eq!(r.vbe_get(0), 0xb0c5);
+    assert_eq!(r.inb(0x3cc), 0);
+    assert!(r.h.render_at(0));
+    let fb = r.h.display().snapshot();
+    // Blank (palette address source off), same size, black.
+    assert_eq!((fb.width, fb.height), (800, 600));
+    assert_eq!(fb.pixel(0, 0), Some([0, 0, 0, 0xff]));
+}
+
 /// A small deterministic generator for the hostile tests.
 struct Lcg(u64);
 impl Lcg {
@@ -867,6 +1060,45 @@ fn hostile_guest_cannot_break_it() {
     let fb = r.h.display().snapshot();
     assert_eq!(fb.pixels.len(), fb.width as usize * fb.height as usize * 4);
     assert!(fb.width <= 4608 && fb.height <= 2048);
+}
+
+#[test]
+fn random_register_files_render_safely() {
+    let r = Rig::new();
+    let mut g = Lcg(7);
+    for round in 0..300 {
+        r.outb(0x3c2, g.next() as u8);
+        for i in 0..8 {
+            r.seq(i, g.next() as u8);
+        }
+        for i in 0..9 {
+            r.gr(i, g.next() as u8);
+        }
+        r.crtc(0x11, 0);
+        for i in 0..0x19 {
+            r.crtc(i, g.next() as u8);
+        }
+        r.inb(0x3da);
+        for i in 0..0x15 {
+            r.outb(0x3c0, i);
+            r.outb(0x3c0, g.next() as u8);
+        }
+        r.outb(0x3c0, 0x20);
+        if round % 3 == 0 {
+            for i in 0..10 {
+                r.vbe(i, g.next() as u16);
+            }
+        } else {
+            r.vbe(4, 0);
+        }
+        for _ in 0..64 {
+            r.memw(0xa0000 + g.next() % 0x20000, g.next() as u8);
+        }
+        r.h.render_at(g.next() as u128);
+        r.h.screen_text();
+        let fb = r.h.display().snapshot();
+        assert_eq!(fb.pixels.len(), fb.width as usize * fb.height as usize * 4);
+    }
 }
 
 /// Conversion cost of a 1920x1080x32 frame; run with `--ignored

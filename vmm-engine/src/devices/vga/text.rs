@@ -20,9 +20,11 @@ pub(super) struct TextLayout {
     pub start: u32,
     /// Cells from one row to the next.
     pub stride: u32,
-    /// Cursor cell relative to the start, with its first and last scanline;
-    /// None when disabled.
+    /// Cursor cell address, with its first and last scanline; None when
+    /// disabled.
     pub cursor: Option<(u32, u32, u32)>,
+    /// Scanline after which display restarts at address 0 (split screen).
+    pub line_compare: u32,
     pub blink: bool,
     pub line_graphics: bool,
     /// Plane-2 offsets (in bytes of one plane) of fonts B (attr bit 3 = 0)
@@ -42,8 +44,10 @@ impl TextLayout {
         let cs = r.cr[cr::CURSOR_START];
         let first = (cs & 0x1f) as u32;
         let last = ((r.cr[cr::CURSOR_END] & 0x1f) as u32).min(char_height - 1);
-        let cursor = (cs & 0x20 == 0 && first <= last && cursor_addr >= start)
-            .then(|| (cursor_addr - start, first, last));
+        let cursor = (cs & 0x20 == 0 && first <= last).then_some((cursor_addr, first, last));
+        let line_compare = r.cr[cr::LINE_COMPARE] as u32
+            | ((r.cr[cr::OVERFLOW] as u32 & 0x10) << 4)
+            | ((r.cr[cr::MAX_SCAN] as u32 & 0x40) << 3);
         let v = st.sr(sr::CHAR_MAP) as u32;
         let font_b = (((v >> 4) & 1) | ((v << 1) & 6)) * 8192;
         let font_a = (((v >> 5) & 1) | ((v >> 1) & 6)) * 8192;
@@ -56,6 +60,7 @@ impl TextLayout {
             start,
             stride: r.line_offset() / 4,
             cursor,
+            line_compare,
             blink: r.ar[ar::MODE] & ar::MODE_BLINK != 0,
             line_graphics: r.ar[ar::MODE] & ar::MODE_LGE != 0,
             font_base: [font_b, font_a],
@@ -69,10 +74,27 @@ impl TextLayout {
         self.rows * self.char_height
     }
 
-    /// The (character, attribute) at cell `(row, col)`; `mem` is interleaved
-    /// planar memory (its length a power of two).
-    fn cell(&self, mem: &[u8], row: u32, col: u32) -> (u8, u8) {
-        let a = (self.start as usize + row as usize * self.stride as usize + col as usize) * 4;
+    /// The cell address each row starts at: `stride` apart, back to 0
+    /// after the row that crosses the line compare scanline.
+    fn row_bases(&self) -> impl Iterator<Item = u32> + '_ {
+        let mut base = self.start;
+        let mut line = 0u32;
+        (0..self.rows).map(move |_| {
+            let b = base;
+            base = base.wrapping_add(self.stride);
+            let next = line + self.char_height;
+            if line < self.line_compare && next >= self.line_compare {
+                base = 0;
+            }
+            line = next;
+            b
+        })
+    }
+
+    /// The (character, attribute) of the cell at `addr`; `mem` is
+    /// interleaved planar memory (its length a power of two).
+    fn cell(mem: &[u8], addr: u32) -> (u8, u8) {
+        let a = addr as usize * 4;
         let wrap = mem.len().wrapping_sub(1);
         (
             mem.get(a & wrap).copied().unwrap_or(0),
@@ -83,10 +105,10 @@ impl TextLayout {
     /// The screen's characters, one string per row. Printable ASCII maps
     /// to itself, every other code to a space.
     pub fn text(&self, mem: &[u8]) -> Vec<String> {
-        (0..self.rows)
-            .map(|row| {
+        self.row_bases()
+            .map(|base| {
                 (0..self.cols)
-                    .map(|col| match self.cell(mem, row, col).0 {
+                    .map(|col| match Self::cell(mem, base.wrapping_add(col)).0 {
                         c @ 0x20..=0x7e => c as char,
                         _ => ' ',
                     })
@@ -113,9 +135,11 @@ impl TextLayout {
         }
         let wrap = mem.len() - 1;
         let cw = self.char_width as usize;
-        for row in 0..self.rows {
+        for (row, base) in self.row_bases().enumerate() {
+            let row = row as u32;
             for col in 0..self.cols {
-                let (ch, attr) = self.cell(mem, row, col);
+                let addr = base.wrapping_add(col);
+                let (ch, attr) = Self::cell(mem, addr);
                 let fg_i = attr & 0x0f;
                 let (bg_i, blinking) = if self.blink {
                     ((attr >> 4) & 7, attr & 0x80 != 0)
@@ -129,9 +153,8 @@ impl TextLayout {
                     pal[fg_i as usize]
                 };
                 let font = self.font_base[((attr >> 3) & 1) as usize] as usize + ch as usize * 32;
-                let cell = row * self.stride + col;
                 let cursor_lines = match self.cursor {
-                    Some((c, first, last)) if cursor_on && c == cell => Some((first, last)),
+                    Some((c, first, last)) if cursor_on && c == addr => Some((first, last)),
                     _ => None,
                 };
                 let dup9 = cw == 9 && self.line_graphics && (0xc0..=0xdf).contains(&ch);

@@ -108,7 +108,11 @@ impl Vbe {
                 self.update_vga_regs(regs);
             }
             INDEX_BANK => {
-                let mask = ((self.vram_size >> 16).max(1) - 1) as u16;
+                let mut mask = ((self.vram_size >> 16).max(1) - 1) as u16;
+                if self.regs[INDEX_BPP] == 4 {
+                    // Planar banks address 32-bit words.
+                    mask >>= 2;
+                }
                 let v = val & mask;
                 self.regs[INDEX_BANK] = v;
                 self.bank_offset = (v as u32) << 16;
@@ -171,12 +175,18 @@ impl Vbe {
 
         r[INDEX_X_OFFSET] = r[INDEX_X_OFFSET].min(MAX_XRES);
         r[INDEX_Y_OFFSET] = r[INDEX_Y_OFFSET].min(MAX_YRES);
-        let mut offset = r[INDEX_X_OFFSET] as u64 * bits as u64 / 8
-            + r[INDEX_Y_OFFSET] as u64 * linelength as u64;
-        if offset + r[INDEX_YRES] as u64 * linelength as u64 > self.vram_size as u64 {
-            r[INDEX_X_OFFSET] = 0;
+        let x_bytes = r[INDEX_X_OFFSET] as u64 * bits as u64 / 8;
+        let span = r[INDEX_YRES] as u64 * linelength as u64;
+        let vram = self.vram_size as u64;
+        let mut offset = x_bytes + r[INDEX_Y_OFFSET] as u64 * linelength as u64;
+        if offset + span > vram {
+            // Out of memory: drop the vertical pan, then the horizontal.
             r[INDEX_Y_OFFSET] = 0;
-            offset = 0;
+            offset = x_bytes;
+            if offset + span > vram {
+                r[INDEX_X_OFFSET] = 0;
+                offset = 0;
+            }
         }
         r[INDEX_VIRT_HEIGHT] = maxy as u16;
         self.line_offset = linelength;
@@ -204,6 +214,12 @@ impl Vbe {
         let shift_control = if self.bpp() == 4 { 0 } else { 2 };
         regs.gr[gr::MODE] = (regs.gr[gr::MODE] & !0x60) | (shift_control << 5);
         regs.cr[cr::MAX_SCAN] &= !0x9f;
+    }
+}
+
+fn fill_black(line: &mut [u8]) {
+    for px in line.chunks_exact_mut(4) {
+        px.copy_from_slice(&[0, 0, 0, 0xff]);
     }
 }
 
@@ -255,19 +271,24 @@ impl VbeLayout {
         row.resize(w * bpp, 0);
         for (y, line) in out.chunks_exact_mut(w * 4).enumerate() {
             let off = self.start as usize + y * self.line_offset as usize;
-            if !vram.read_into(off, row) {
-                for px in line.chunks_exact_mut(4) {
-                    px.copy_from_slice(&[0, 0, 0, 0xff]);
+            if bpp == 4 {
+                // Straight into the frame, then BGRX -> RGBA in place.
+                if vram.read_into(off, line) {
+                    for p in line.chunks_exact_mut(4) {
+                        p.swap(0, 2);
+                        p[3] = 0xff;
+                    }
+                } else {
+                    fill_black(line);
                 }
+                continue;
+            }
+            if !vram.read_into(off, row) {
+                fill_black(line);
                 continue;
             }
             let px = line.chunks_exact_mut(4);
             match self.bpp {
-                32 => {
-                    for (p, s) in px.zip(row.chunks_exact(4)) {
-                        p.copy_from_slice(&[s[2], s[1], s[0], 0xff]);
-                    }
-                }
                 24 => {
                     for (p, s) in px.zip(row.chunks_exact(3)) {
                         p.copy_from_slice(&[s[2], s[1], s[0], 0xff]);
@@ -374,10 +395,11 @@ mod tests {
         set(&mut v, &mut r, INDEX_Y_OFFSET, 10);
         set(&mut v, &mut r, INDEX_X_OFFSET, 8);
         assert_eq!(v.start_addr, 10 * 7680 + 32);
-        // An offset that would run past memory is reset.
+        // An offset that would run past memory is reset, vertical first.
         set(&mut v, &mut r, INDEX_Y_OFFSET, 1600);
-        assert_eq!(v.start_addr, 0);
+        assert_eq!(v.start_addr, 32);
         assert_eq!(get(&mut v, INDEX_Y_OFFSET), 0);
+        assert_eq!(get(&mut v, INDEX_X_OFFSET), 8);
         // Odd bpp becomes 8, odd widths are rounded down.
         set(&mut v, &mut r, INDEX_BPP, 7);
         assert_eq!(v.bpp(), 8);
