@@ -23,6 +23,7 @@ pub const KVM_TSS: u64 = KVM_IDENTITY_MAP + 0x1000;
 /// Legacy video window and BIOS area.
 pub const EBDA_START: u64 = 0x9_FC00;
 pub const VGA_WINDOW_START: u64 = 0xA_0000;
+pub const VGA_WINDOW_END: u64 = 0xC_0000;
 pub const BIOS_AREA_START: u64 = 0xE_0000;
 pub const ONE_MIB: u64 = 0x10_0000;
 
@@ -59,9 +60,16 @@ impl MemoryLayout {
         self.low + self.high
     }
 
-    /// The (start, size) ranges of RAM.
+    /// The (start, size) ranges of RAM. The legacy VGA window
+    /// 0xA0000-0xBFFFF is left out so that it traps to the VGA device.
     pub fn ranges(&self) -> Vec<(GuestAddress, usize)> {
-        let mut r = vec![(GuestAddress(0), self.low as usize)];
+        let mut r = vec![(GuestAddress(0), self.low.min(VGA_WINDOW_START) as usize)];
+        if self.low > VGA_WINDOW_END {
+            r.push((
+                GuestAddress(VGA_WINDOW_END),
+                (self.low - VGA_WINDOW_END) as usize,
+            ));
+        }
         if self.high > 0 {
             r.push((GuestAddress(HIGH_RAM_START), self.high as usize));
         }
@@ -152,7 +160,13 @@ mod tests {
         let l = MemoryLayout::new(512 * MIB);
         assert_eq!(l.low, 512 * MIB);
         assert_eq!(l.high, 0);
-        assert_eq!(l.ranges().len(), 1);
+        assert_eq!(
+            l.ranges(),
+            vec![
+                (GuestAddress(0), 0xa0000),
+                (GuestAddress(0xc0000), 512 * MIB as usize - 0xc0000)
+            ]
+        );
         let e = l.e820_direct();
         assert_eq!(
             e[0],
@@ -180,7 +194,8 @@ mod tests {
         assert_eq!(
             l.ranges(),
             vec![
-                (GuestAddress(0), 3 * GIB as usize),
+                (GuestAddress(0), 0xa0000),
+                (GuestAddress(0xc0000), 3 * GIB as usize - 0xc0000),
                 (GuestAddress(4 * GIB), 3 * GIB as usize)
             ]
         );

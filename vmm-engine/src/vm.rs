@@ -20,10 +20,11 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MmapRegion};
 
 use crate::boot;
-use crate::bus::{Bus, SharedDevice};
-use crate::devices::legacy::{DebugConsole, PostPort, DEBUGCON_PORT, POST_PORT};
-use crate::devices::serial::{SerialDevice, COM1_BASE, COM1_IRQ};
+use crate::bus::Bus;
+use crate::devices::keys::KeyCode;
 use crate::devices::{IrqLine, PowerEvent, PowerHandle};
+use crate::display::Display;
+use crate::platform::{self, Platform};
 use crate::memory::{GuestMem, MemoryLayout, KVM_IDENTITY_MAP, KVM_TSS, MIB, ONE_MIB};
 use crate::spec::{BootSpec, VmSpec};
 use crate::vcpu::{self, ExitCell, MachineExit, PauseGate, VcpuContext};
@@ -315,11 +316,58 @@ impl Vm {
     /// Sends host input to the guest's COM1.
     pub fn serial_input(&self, bytes: &[u8]) {
         if let Some(m) = self.shared.machine() {
-            m.serial
+            m.platform
+                .serial
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .enqueue_input(bytes);
         }
+    }
+
+    /// Presses (`pressed`) or releases a key on the PS/2 keyboard.
+    pub fn key_event(&self, key: KeyCode, pressed: bool) {
+        if let Some(m) = self.shared.machine() {
+            m.platform
+                .i8042
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .key_event(key, pressed);
+        }
+    }
+
+    /// Moves the PS/2 mouse by (dx, dy) (y grows downwards, as on screen)
+    /// with wheel `dz` and the buttons bitmask (1 left, 2 right, 4 middle).
+    pub fn mouse_event(&self, dx: i32, dy: i32, dz: i32, buttons: u8) {
+        if let Some(m) = self.shared.machine() {
+            m.platform
+                .i8042
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .mouse_move(dx, dy, dz, buttons);
+        }
+    }
+
+    /// Presses the ACPI power button: the guest decides to shut down.
+    pub fn power_button(&self) {
+        if let Some(m) = self.shared.machine() {
+            m.platform
+                .acpi_pm
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .press_power_button();
+        }
+    }
+
+    /// The guest's screen, shared: `snapshot()` gives RGBA pixels and a
+    /// generation that changes only when the picture does. It stays valid
+    /// across guest resets.
+    pub fn display(&self) -> Display {
+        self.shared.display.clone()
+    }
+
+    /// The text-mode screen as rows of text, when the guest is in a text mode.
+    pub fn screen_text(&self) -> Option<Vec<String>> {
+        self.shared.machine()?.platform.vga.screen_text()
     }
 
     /// Blocks until the VM has stopped for good.
@@ -450,7 +498,7 @@ pub struct Machine {
     exits: Arc<AtomicUsize>,
     vcpus: Mutex<Vec<VcpuFd>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    serial: Arc<Mutex<SerialDevice>>,
+    platform: Platform,
     _firmware: Option<MmapRegion>,
 }
 
@@ -505,41 +553,19 @@ impl Machine {
                 PowerEvent::PowerOff => exit.set(MachineExit::PowerOff),
             })
         };
-        let _ = &power;
         let io_bus = Bus::new();
         let mmio_bus = Bus::new();
-        let irq = |gsi: u32| -> Arc<dyn IrqLine> { KvmIrq::new(vm_fd.clone(), gsi) };
-
-        // COM1.
         let sink_shared = shared.clone();
-        let serial = Arc::new(Mutex::new(SerialDevice::new(
-            irq(COM1_IRQ),
-            Box::new(move |b: &[u8]| sink_shared.emit(VmEvent::Serial(b.to_vec()))),
-        )));
-        insert(&io_bus, serial.clone(), COM1_BASE, 8)?;
-
-        // Debug console (SeaBIOS log) and POST port.
-        let log: Option<Box<dyn std::io::Write + Send>> = match &spec.firmware_log {
-            Some(p) => Some(Box::new(File::create(p).map_err(|e| {
-                VmError::InvalidSpec(format!(
-                    "cannot write the firmware log {}: {e}",
-                    p.display()
-                ))
-            })?)),
-            None => None,
-        };
-        insert(
-            &io_bus,
-            Arc::new(Mutex::new(DebugConsole::new(log))),
-            DEBUGCON_PORT,
-            1,
-        )?;
-        insert(
-            &io_bus,
-            Arc::new(Mutex::new(PostPort::default())),
-            POST_PORT,
-            1,
-        )?;
+        let (platform, rsdp) = platform::build(platform::PlatformCtx {
+            spec,
+            vm_fd: &vm_fd,
+            mem: &mem,
+            layout: &layout,
+            io_bus: &io_bus,
+            mmio_bus: &mmio_bus,
+            power,
+            serial_sink: Box::new(move |b: &[u8]| sink_shared.emit(VmEvent::Serial(b.to_vec()))),
+        })?;
 
         // vCPUs.
         let supported = kvm
@@ -565,7 +591,7 @@ impl Machine {
                     &l.kernel,
                     l.initrd.as_deref(),
                     &l.cmdline,
-                    None,
+                    rsdp,
                 )?;
                 boot::x86::write_tables(&mem).map_err(|e| VmError::Memory(e.to_string()))?;
                 let bsp = &vcpus[0];
@@ -600,7 +626,7 @@ impl Machine {
             exits: Arc::new(AtomicUsize::new(0)),
             vcpus: Mutex::new(vcpus),
             threads: Mutex::new(Vec::new()),
-            serial,
+            platform,
             _firmware: firmware,
         })
     }
@@ -681,13 +707,9 @@ impl Machine {
         {
             let _ = t.join();
         }
+        self.platform.teardown(&self.io_bus);
         let _ = &self.vm_fd;
     }
-}
-
-fn insert(bus: &Bus, dev: SharedDevice, base: u64, len: u64) -> Result<(), VmError> {
-    bus.insert(dev, base, len)
-        .map_err(|e| VmError::Device(e.to_string()))
 }
 
 /// Maps a BIOS image so it ends at 4 GiB (read-only), and copies its last
