@@ -1128,3 +1128,27 @@ fn bench_render_1080p32() {
     }
     println!("idle-ish render (compare): {:?} per frame", t.elapsed() / n);
 }
+
+#[test]
+fn handles_cross_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<StdVga>();
+    send_sync::<VgaHandle>();
+    send_sync::<Display>();
+    // The display thread renders while a vCPU thread writes.
+    let r = Rig::new();
+    r.set_mode3();
+    let h = r.h.clone();
+    let t = std::thread::spawn(move || {
+        for i in 0..50 {
+            h.render_at(i);
+        }
+    });
+    for i in 0..2000u64 {
+        r.memw(0xb8000 + (i % 4000), i as u8);
+    }
+    t.join().unwrap();
+    r.memw(0xb8000, b'Z');
+    assert!(r.h.screen_text().unwrap()[0].starts_with('Z'));
+}
