@@ -225,6 +225,12 @@ fn pci_identity_bars_and_rom() {
     assert_eq!(v.vram_size(), 16 << 20);
     assert_ne!(v.vram_host_addr(), 0);
     assert!(StdVga::new(Vec::new()).unwrap().rom().is_none());
+    // A display made beforehand receives the frames.
+    let d = Display::new();
+    let mut v = StdVga::with_display(Vec::new(), d.clone()).unwrap();
+    assert!(v.render());
+    assert_eq!(d.generation(), 1);
+    assert_eq!((d.snapshot().width, d.snapshot().height), (640, 480));
 }
 
 #[derive(Default)]
