@@ -568,6 +568,12 @@ impl StdVga {
     /// (Debian's /usr/share/seabios/vgabios-stdvga.bin), served as the PCI
     /// expansion ROM (empty: no ROM BAR).
     pub fn new(rom: Vec<u8>) -> Result<Self, VgaError> {
+        Self::with_display(rom, Display::new())
+    }
+
+    /// As [`StdVga::new`], drawing into an existing `display` (one a UI
+    /// already holds).
+    pub fn with_display(rom: Vec<u8>, display: Display) -> Result<Self, VgaError> {
         let mut config = PciConfig::new(0x1234, 0x1111, 0x030000, 2);
         config.set_subsystem(0x1af4, 0x1100);
         config.add_bar(
@@ -609,7 +615,7 @@ impl StdVga {
                 last_phases: (false, false),
                 last_size: (0, 0),
             }),
-            display: Display::new(),
+            display,
             vram,
             epoch: Instant::now(),
         });

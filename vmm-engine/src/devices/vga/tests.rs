@@ -225,6 +225,12 @@ fn pci_identity_bars_and_rom() {
     assert_eq!(v.vram_size(), 16 << 20);
     assert_ne!(v.vram_host_addr(), 0);
     assert!(StdVga::new(Vec::new()).unwrap().rom().is_none());
+    // A display made beforehand receives the frames.
+    let d = Display::new();
+    let mut v = StdVga::with_display(Vec::new(), d.clone()).unwrap();
+    assert!(v.render());
+    assert_eq!(d.generation(), 1);
+    assert_eq!((d.snapshot().width, d.snapshot().height), (640, 480));
 }
 
 #[derive(Default)]
@@ -1127,4 +1133,28 @@ fn bench_render_1080p32() {
         r.h.render_at(0);
     }
     println!("idle-ish render (compare): {:?} per frame", t.elapsed() / n);
+}
+
+#[test]
+fn handles_cross_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<StdVga>();
+    send_sync::<VgaHandle>();
+    send_sync::<Display>();
+    // The display thread renders while a vCPU thread writes.
+    let r = Rig::new();
+    r.set_mode3();
+    let h = r.h.clone();
+    let t = std::thread::spawn(move || {
+        for i in 0..50 {
+            h.render_at(i);
+        }
+    });
+    for i in 0..2000u64 {
+        r.memw(0xb8000 + (i % 4000), i as u8);
+    }
+    t.join().unwrap();
+    r.memw(0xb8000, b'Z');
+    assert!(r.h.screen_text().unwrap()[0].starts_with('Z'));
 }
