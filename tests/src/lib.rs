@@ -91,7 +91,9 @@ pub fn require_kvm() {
 /// Why this host cannot run Linux guests, or Ok if it has hardware KVM.
 pub fn hardware_kvm() -> Result<(), String> {
     if Path::new("/sys/module/kvm_pvm").exists() {
-        return Err("this host's KVM is kvm_pvm (no VT-x/AMD-V): Linux guests do not boot here".into());
+        return Err(
+            "this host's KVM is kvm_pvm (no VT-x/AMD-V): Linux guests do not boot here".into(),
+        );
     }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let flags = cpuinfo
@@ -175,7 +177,10 @@ impl Console {
             }
             let now = Instant::now();
             if now >= deadline {
-                panic!("timed out waiting for {needle:?}; output so far:\n{}", self.text);
+                panic!(
+                    "timed out waiting for {needle:?}; output so far:\n{}",
+                    self.text
+                );
             }
             match self.rx.recv_timeout(deadline - now) {
                 Ok(ev) => self.take(ev),

@@ -31,7 +31,9 @@ fn boot(s: VmSpec) -> (Vm, Console) {
 fn e820_and_cmdline_reach_the_guest() {
     let (vm, mut con) = boot(spec("console=ttyS0 noecho action=halt marker=xyzzy", 96));
     con.wait_for("e820 end", T);
-    assert!(con.text.contains("cmdline: console=ttyS0 noecho action=halt marker=xyzzy\n"));
+    assert!(con
+        .text
+        .contains("cmdline: console=ttyS0 noecho action=halt marker=xyzzy\n"));
     // Every e820 entry the guest printed is the one the layout defines.
     let printed: Vec<(u64, u64, u32)> = con
         .text

@@ -35,14 +35,18 @@ use crate::devices::i8042::{I8042Port, I8042};
 use crate::devices::ide::{Channel, Ide, Slot, DEVFN as IDE_DEVFN, PRIMARY_IRQ, SECONDARY_IRQ};
 use crate::devices::legacy::{DebugConsole, PostPort, DEBUGCON_PORT, POST_PORT};
 use crate::devices::pci::i440fx::{I440fx, I440FX_DEVFN};
-use crate::devices::pci::piix3::{Piix3, ResetControl, SystemControlA, PIIX3_DEVFN, SYSTEM_CONTROL_A_PORT};
+use crate::devices::pci::piix3::{
+    Piix3, ResetControl, SystemControlA, PIIX3_DEVFN, SYSTEM_CONTROL_A_PORT,
+};
 use crate::devices::pci::root::{PciIntxRouter, PciRoot, PCI_CONFIG_LEN, PCI_CONFIG_PORT};
 use crate::devices::pci::PciDevice;
 use crate::devices::rtc::{BootDevice, Rtc, RtcTimer, RTC_PORT};
 use crate::devices::serial::{SerialDevice, SerialSink, COM1_BASE, COM1_IRQ};
 use crate::devices::vga::{StdVga, VgaHandle, VramMapper, VRAM_SIZE};
 use crate::devices::{IrqLine, PowerHandle};
-use crate::memory::{GuestMem, MemoryLayout, BIOS_AREA_START, ONE_MIB, PCI_HOLE_START, PCI_MMIO_END};
+use crate::memory::{
+    GuestMem, MemoryLayout, BIOS_AREA_START, ONE_MIB, PCI_HOLE_START, PCI_MMIO_END,
+};
 use crate::spec::{BootOrder, BootSpec, DiskFormat, DiskInterface, VmSpec};
 use crate::vm::{KvmIrq, VmError};
 
@@ -69,7 +73,10 @@ pub struct Platform {
 impl Platform {
     /// Breaks the reference cycle between the PCI root and the buses.
     pub fn teardown(&self, io_bus: &Bus) {
-        self.pci_root.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.pci_root
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let _ = io_bus.remove(PCI_CONFIG_PORT);
     }
 }
@@ -103,7 +110,9 @@ impl VramMapper for KvmVram {
         if let Some(addr) = guest_addr {
             // A guest-programmed BAR outside the PCI hole is refused.
             if addr < PCI_HOLE_START || addr + VRAM_SIZE as u64 > PCI_MMIO_END {
-                log::warn!("VGA framebuffer BAR at {addr:#x} is outside the PCI window; not mapped");
+                log::warn!(
+                    "VGA framebuffer BAR at {addr:#x} is outside the PCI window; not mapped"
+                );
                 return;
             }
             let r = kvm_userspace_memory_region {
@@ -144,6 +153,8 @@ pub struct PlatformCtx<'a> {
     pub mmio_bus: &'a Bus,
     pub power: PowerHandle,
     pub serial_sink: Box<dyn SerialSink>,
+    /// The screen the VGA draws into (outlives a reset).
+    pub display: crate::display::Display,
 }
 
 /// Builds the PC. Returns the platform and, for direct boot, the RSDP
@@ -158,6 +169,7 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
         mmio_bus,
         power,
         serial_sink,
+        display,
     } = ctx;
     let irq = |gsi: u32| -> Arc<dyn IrqLine> { KvmIrq::new(vm_fd.clone(), gsi) };
     let firmware = matches!(spec.boot, BootSpec::Firmware(_));
@@ -176,13 +188,33 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
         })?)),
         None => None,
     };
-    insert(io_bus, Arc::new(Mutex::new(DebugConsole::new(log))), DEBUGCON_PORT, 1)?;
-    insert(io_bus, Arc::new(Mutex::new(PostPort::default())), POST_PORT, 1)?;
+    insert(
+        io_bus,
+        Arc::new(Mutex::new(DebugConsole::new(log))),
+        DEBUGCON_PORT,
+        1,
+    )?;
+    insert(
+        io_bus,
+        Arc::new(Mutex::new(PostPort::default())),
+        POST_PORT,
+        1,
+    )?;
 
     // i8042.
     let i8042 = I8042::new(irq(1), irq(12), power.clone());
-    insert(io_bus, Arc::new(Mutex::new(I8042Port::data(&i8042))), 0x60, 1)?;
-    insert(io_bus, Arc::new(Mutex::new(I8042Port::command(&i8042))), 0x64, 1)?;
+    insert(
+        io_bus,
+        Arc::new(Mutex::new(I8042Port::data(&i8042))),
+        0x60,
+        1,
+    )?;
+    insert(
+        io_bus,
+        Arc::new(Mutex::new(I8042Port::command(&i8042))),
+        0x64,
+        1,
+    )?;
     insert(
         io_bus,
         Arc::new(Mutex::new(SystemControlA::new(power.clone()))),
@@ -228,7 +260,10 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
         let mut host = I440fx::new();
         host.set_pam_callback(Box::new(|pam| log::debug!("PAM now {pam:?}")));
         root.add_device(I440FX_DEVFN, Arc::new(Mutex::new(host)));
-        root.add_device(PIIX3_DEVFN, Arc::new(Mutex::new(Piix3::new(router.clone()))));
+        root.add_device(
+            PIIX3_DEVFN,
+            Arc::new(Mutex::new(Piix3::new(router.clone()))),
+        );
     }
     insert(io_bus, pci_root.clone(), PCI_CONFIG_PORT, PCI_CONFIG_LEN)?;
 
@@ -239,7 +274,11 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
         .iter()
         .filter(|d| d.interface == DiskInterface::Ide)
         .collect();
-    if spec.disks.iter().any(|d| d.interface == DiskInterface::Virtio) {
+    if spec
+        .disks
+        .iter()
+        .any(|d| d.interface == DiskInterface::Virtio)
+    {
         return Err(VmError::InvalidSpec(
             "virtio disks are not available in this build yet; use if=ide".into(),
         ));
@@ -295,7 +334,7 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
     } else {
         Vec::new()
     };
-    let vga = StdVga::new(rom).map_err(|e| VmError::Device(e.to_string()))?;
+    let vga = StdVga::with_display(rom, display).map_err(|e| VmError::Device(e.to_string()))?;
     vga.set_mapper(Arc::new(KvmVram {
         vm: vm_fd.clone(),
         host: vga.vram_host_addr(),

@@ -4,7 +4,6 @@
 //! reset tears the machine down and builds a fresh one from the same spec,
 //! which resets every device exactly.
 
-use std::fs::File;
 use std::os::unix::thread::JoinHandleExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,8 +23,8 @@ use crate::bus::Bus;
 use crate::devices::keys::KeyCode;
 use crate::devices::{IrqLine, PowerEvent, PowerHandle};
 use crate::display::Display;
-use crate::platform::{self, Platform};
 use crate::memory::{GuestMem, MemoryLayout, KVM_IDENTITY_MAP, KVM_TSS, MIB, ONE_MIB};
+use crate::platform::{self, Platform};
 use crate::spec::{BootSpec, VmSpec};
 use crate::vcpu::{self, ExitCell, MachineExit, PauseGate, VcpuContext};
 
@@ -184,6 +183,7 @@ struct Shared {
     final_reason: Mutex<Option<StopReason>>,
     /// Host request that ends the current machine for good.
     forced: std::sync::atomic::AtomicBool,
+    display: Display,
 }
 
 impl Shared {
@@ -232,7 +232,16 @@ impl Vm {
             waker: Mutex::new(None),
             final_reason: Mutex::new(None),
             forced: Default::default(),
+            display: Display::new(),
         });
+        {
+            let weak = Arc::downgrade(&shared);
+            shared.display.set_notify(move || {
+                if let Some(s) = weak.upgrade() {
+                    s.wake();
+                }
+            });
+        }
         let machine = Machine::build(&shared)?;
         Ok(Vm {
             shared,
@@ -499,6 +508,7 @@ pub struct Machine {
     vcpus: Mutex<Vec<VcpuFd>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     platform: Platform,
+    display_thread: Mutex<Option<JoinHandle<()>>>,
     _firmware: Option<MmapRegion>,
 }
 
@@ -565,6 +575,7 @@ impl Machine {
             mmio_bus: &mmio_bus,
             power,
             serial_sink: Box::new(move |b: &[u8]| sink_shared.emit(VmEvent::Serial(b.to_vec()))),
+            display: shared.display.clone(),
         })?;
 
         // vCPUs.
@@ -627,6 +638,7 @@ impl Machine {
             vcpus: Mutex::new(vcpus),
             threads: Mutex::new(Vec::new()),
             platform,
+            display_thread: Mutex::new(None),
             _firmware: firmware,
         })
     }
@@ -655,6 +667,22 @@ impl Machine {
                 .map_err(|e| VmError::Device(format!("cannot start a vCPU thread: {e}")))?;
             threads.push(t);
         }
+        // The display refresher: ~30 Hz, renders only what changed.
+        let vga = self.platform.vga.clone();
+        let exit = self.exit.clone();
+        let t = std::thread::Builder::new()
+            .name("display".into())
+            .spawn(move || {
+                while !exit.is_set() {
+                    vga.render();
+                    std::thread::sleep(Duration::from_millis(33));
+                }
+            })
+            .map_err(|e| VmError::Device(format!("cannot start the display thread: {e}")))?;
+        *self
+            .display_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(t);
         Ok(())
     }
 
@@ -704,6 +732,14 @@ impl Machine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
+        {
+            let _ = t.join();
+        }
+        if let Some(t) = self
+            .display_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
         {
             let _ = t.join();
         }
