@@ -129,8 +129,25 @@ pub struct VcpuContext {
 /// Runs the vCPU until the machine stops.
 pub fn run_vcpu(mut vcpu: VcpuFd, ctx: VcpuContext) {
     let run_ptr: *const kvm_run = vcpu.get_kvm_run();
+    // VIREO_EXIT_STATS=1 prints the busiest exit addresses when the vCPU ends.
+    let mut stats: Option<std::collections::HashMap<(char, u64), u64>> =
+        std::env::var_os("VIREO_EXIT_STATS").map(|_| Default::default());
+    let started = std::time::Instant::now();
     loop {
         if ctx.exit.is_set() {
+            if let Some(st) = stats.take() {
+                let mut v: Vec<_> = st.into_iter().collect();
+                v.sort_by(|a, b| b.1.cmp(&a.1));
+                let total: u64 = v.iter().map(|x| x.1).sum();
+                eprintln!(
+                    "vCPU {}: {total} exits in {:?}",
+                    ctx.index,
+                    started.elapsed()
+                );
+                for ((k, a), n) in v.iter().take(15) {
+                    eprintln!("  {k} {a:#x}: {n}");
+                }
+            }
             return;
         }
         if ctx.pause.is_paused() {
@@ -139,6 +156,17 @@ pub fn run_vcpu(mut vcpu: VcpuFd, ctx: VcpuContext) {
         }
         let res = vcpu.run();
         ctx.exits.fetch_add(1, Ordering::Relaxed);
+        if let Some(st) = stats.as_mut() {
+            let key = match &res {
+                Ok(VcpuExit::IoIn(p, _)) => ('i', *p as u64),
+                Ok(VcpuExit::IoOut(p, _)) => ('o', *p as u64),
+                Ok(VcpuExit::MmioRead(a, _)) => ('r', *a & !0xfff),
+                Ok(VcpuExit::MmioWrite(a, _)) => ('w', *a & !0xfff),
+                Ok(_) => ('x', 0),
+                Err(_) => ('e', 0),
+            };
+            *st.entry(key).or_default() += 1;
+        }
         match res {
             Ok(VcpuExit::IoIn(port, data)) => {
                 // SAFETY: run_ptr points at this vCPU's kvm_run mapping, live for

@@ -100,12 +100,26 @@ pub fn host_memory_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
+/// The KVM device: /dev/kvm, or $VIREO_KVM_DEVICE (tests use it to check
+/// the message a host without KVM gets).
+pub fn kvm_device() -> std::path::PathBuf {
+    std::env::var_os("VIREO_KVM_DEVICE")
+        .map(Into::into)
+        .unwrap_or_else(|| "/dev/kvm".into())
+}
+
 /// Opens /dev/kvm with a clear error.
 pub fn open_kvm() -> Result<Kvm, VmError> {
-    if !Path::new("/dev/kvm").exists() {
-        return Err(VmError::KvmUnavailable("/dev/kvm does not exist".into()));
+    let dev = kvm_device();
+    if !dev.exists() {
+        return Err(VmError::KvmUnavailable(format!(
+            "{} does not exist",
+            dev.display()
+        )));
     }
-    Kvm::new().map_err(|e| VmError::KvmUnavailable(e.to_string()))
+    let c = std::ffi::CString::new(dev.as_os_str().as_encoded_bytes())
+        .map_err(|_| VmError::KvmUnavailable("bad device path".into()))?;
+    Kvm::new_with_path(c).map_err(|e| VmError::KvmUnavailable(format!("{}: {e}", dev.display())))
 }
 
 /// The most vCPUs KVM allows here.

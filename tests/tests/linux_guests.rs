@@ -1,0 +1,99 @@
+//! Linux guests: Debian's kernel with the busybox initramfs
+//! (assets/guests/linux). They need hardware-assisted KVM (VT-x/AMD-V): on
+//! PVM hosts such as our CI they are ignored, and if forced with
+//! `--ignored` there they fail with "NOT RUN", never pass empty.
+//!
+//! Run them with:
+//!     cargo test -p vireo-tests --test linux_guests -- --ignored --test-threads 1
+
+use std::time::{Duration, Instant};
+
+use vireo_tests::{guest, require_hardware_kvm, require_kvm, Console};
+use vmm_engine::{BootSpec, StopReason, Vm, VmSpec};
+
+const T: Duration = Duration::from_secs(120);
+
+fn linux_spec(cmdline: &str, cpus: u32) -> VmSpec {
+    let mut s = VmSpec::linux(guest("linux", "vmlinuz"));
+    s.memory_mib = 512;
+    s.cpus = cpus;
+    if let BootSpec::Linux(l) = &mut s.boot {
+        l.initrd = Some(guest("linux", "initramfs.img"));
+        l.cmdline = cmdline.to_string();
+    }
+    s
+}
+
+#[test]
+#[ignore = "needs hardware KVM (VT-x/AMD-V); run: cargo test -p vireo-tests --test linux_guests -- --ignored"]
+fn linux_boots_with_two_cpus_and_answers_the_shell() {
+    require_kvm();
+    require_hardware_kvm();
+    let started = Instant::now();
+    let vm = Vm::create(linux_spec("console=ttyS0 quiet", 2)).expect("create");
+    let mut con = Console::new(vm.events());
+    vm.start().expect("start");
+    con.wait_for("VIREO-LINUX-UP cpus=2", T);
+    eprintln!("Linux reached its marker in {:?}", started.elapsed());
+    let at = con.text.len();
+    vm.serial_input(b"echo answer=$((6*7))\n");
+    con.wait_for_from("answer=42", at, T);
+    vm.serial_input(b"poweroff -f\n");
+    assert_eq!(con.wait_stopped(T), StopReason::PowerOff);
+}
+
+#[test]
+#[ignore = "needs hardware KVM (VT-x/AMD-V); run: cargo test -p vireo-tests --test linux_guests -- --ignored"]
+fn linux_poweroff_from_the_command_line_ends_the_vm() {
+    require_kvm();
+    require_hardware_kvm();
+    let vm = Vm::create(linux_spec("console=ttyS0 quiet vireo.poweroff=1", 1)).expect("create");
+    let mut con = Console::new(vm.events());
+    vm.start().expect("start");
+    con.wait_for("VIREO-LINUX-UP cpus=1", T);
+    assert_eq!(con.wait_stopped(T), StopReason::PowerOff);
+}
+
+#[test]
+#[ignore = "needs hardware KVM (VT-x/AMD-V); run: cargo test -p vireo-tests --test linux_guests -- --ignored"]
+fn linux_iso_boots_through_seabios_from_the_cdrom() {
+    require_kvm();
+    require_hardware_kvm();
+    let mut s = VmSpec::firmware();
+    s.memory_mib = 512;
+    s.cdrom = Some(guest("linux", "linux.iso"));
+    let vm = Vm::create(s).expect("create");
+    let mut con = Console::new(vm.events());
+    vm.start().expect("start");
+    con.wait_for("VIREO-LINUX-UP cpus=1", Duration::from_secs(300));
+    let at = con.text.len();
+    // The CD is readable from Linux: mount it and read a file byte-exact.
+    vm.serial_input(b"mkdir -p /mnt && mount -t iso9660 /dev/sr0 /mnt && md5sum /mnt/vmlinuz\n");
+    con.wait_for_from("/mnt/vmlinuz", at, T);
+    let want = md5_hex(&std::fs::read(guest("linux", "vmlinuz")).expect("read vmlinuz"));
+    assert!(
+        con.text[at..].contains(&want),
+        "md5 of the kernel read through sr0 differs; output:\n{}",
+        &con.text[at..]
+    );
+    vm.serial_input(b"poweroff -f\n");
+    assert_eq!(con.wait_stopped(T), StopReason::PowerOff);
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    let out = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(data)?;
+            c.wait_with_output()
+        })
+        .expect("md5sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
