@@ -137,7 +137,7 @@ pub fn run_vcpu(mut vcpu: VcpuFd, ctx: VcpuContext) {
         if ctx.exit.is_set() {
             if let Some(st) = stats.take() {
                 let mut v: Vec<_> = st.into_iter().collect();
-                v.sort_by(|a, b| b.1.cmp(&a.1));
+                v.sort_by_key(|x| std::cmp::Reverse(x.1));
                 let total: u64 = v.iter().map(|x| x.1).sum();
                 eprintln!(
                     "vCPU {}: {total} exits in {:?}",
