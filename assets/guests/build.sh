@@ -145,6 +145,7 @@ le32() {
 
 # env-disk.img: 32 MiB, MBR with one FAT16 partition (type 0x06) from sector
 # 2048 to the end, holding a fresh 1 KiB GRUB environment block /grubenv.
+# Not bootable: its MBR code only hands over to the next boot device.
 make_env_disk() {
     local img=$1 tmpdir=$2
     local total=$((32 * 1024 * 1024 / 512)) start=$((ENV_PART_OFFSET / 512))
@@ -158,6 +159,11 @@ make_env_disk() {
     printf "\\x00\\xfe\\xff\\xff\\x06\\xfe\\xff\\xff$(le32 $start)$(le32 $count)" |
         dd of="$img" bs=1 seek=$((0x1BE)) conv=notrunc status=none
     printf '\x55\xaa' | dd of="$img" bs=1 seek=510 conv=notrunc status=none
+    # The signature makes SeaBIOS treat the disk as bootable (QEMU's default
+    # boot order tries the hard disk before the CD), so the MBR code is
+    # `int 0x18` (boot failed: SeaBIOS tries the next boot device), then
+    # `cli; hlt` forever.
+    printf '\xcd\x18\xfa\xf4\xeb\xfd' | dd of="$img" bs=1 seek=0 conv=notrunc status=none
     # FAT16 (mformat picks FAT16 for this size with 2 KiB clusters).
     mformat -i "$img@@$ENV_PART_OFFSET" -T $count -h 64 -s 32 -H $start -c 4 -v VIREOENV ::
     grub-editenv "$tmpdir/grubenv" create
