@@ -245,17 +245,21 @@ build_linux() {
     fi
     [ -n "$kpkg" ] || die "cannot resolve linux-image-amd64 to a versioned kernel package"
     kver=${kpkg#linux-image-}
-    root=$cache/root-$kver
-    if [ ! -f "$root/boot/vmlinuz-$kver" ] || [ ! -x "$root/bin/busybox" ]; then
-        rm -rf "$root" "$cache"/*.deb
-        (cd "$cache" && apt_download "$kpkg" busybox-static)
-        mkdir -p "$root"
-        local deb
-        for deb in "$cache"/*.deb; do
-            dpkg -x "$deb" "$root"
-        done
-        rm -f "$cache"/*.deb
+    # The .debs stay in the cache; they are unpacked afresh (about 400 MiB,
+    # removed again at the end) for each build.
+    local debs=$cache/debs deb
+    mkdir -p "$debs"
+    if ! compgen -G "$debs/${kpkg}_*.deb" >/dev/null || ! compgen -G "$debs/busybox-static_*.deb" >/dev/null; then
+        rm -f "$debs"/*.deb
+        (cd "$debs" && apt_download "$kpkg" busybox-static)
     fi
+    root=$cache/root
+    rm -rf "$root" "$cache"/root-*
+    mkdir -p "$root"
+    for deb in "$debs/${kpkg}"_*.deb "$debs"/busybox-static_*.deb; do
+        dpkg -x "$deb" "$root"
+    done
+    [ -x "$root/bin/busybox" ] || die "busybox-static has no /bin/busybox"
     [ -f "$root/boot/vmlinuz-$kver" ] || die "kernel package $kpkg has no /boot/vmlinuz-$kver"
     [ -d "$root/lib/modules/$kver" ] || die "kernel package $kpkg has no /lib/modules/$kver"
     # Debian generates modules.dep at install time; do it in the cache root.
@@ -306,7 +310,7 @@ build_linux() {
     cp "$dst/vmlinuz" "$isotree/vmlinuz"
     cp "$dst/initramfs.img" "$isotree/initramfs.img"
     make_grub_iso "$dst/linux.iso" "$src/grub.cfg" "$isotree"
-    rm -rf "$isotree"
+    rm -rf "$isotree" "$root"
     echo "$kver" >"$dst/kernel-version"
     echo "$hash" >"$dst/.stamp"
     print_outputs linux $LINUX_OUTPUTS
