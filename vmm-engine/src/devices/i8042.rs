@@ -649,6 +649,13 @@ impl I8042 {
         self.outport & outport::A20 != 0
     }
 
+    /// Whether an interrupt is asserted (a byte waits in the output buffer
+    /// and its IRQ is enabled). On PVM hosts the VMM may kick the vCPU
+    /// while this holds, to get the interrupt delivered (docs/KEYBOARD.md).
+    pub fn irq_asserted(&self) -> bool {
+        self.kbd_level || self.aux_level
+    }
+
     /// The keyboard LEDs last set by the guest (bit 0 scroll, 1 num, 2 caps).
     pub fn leds(&self) -> u8 {
         self.kbd.leds
@@ -1200,8 +1207,10 @@ mod tests {
         // The next byte is loaded and the line raised again: a new edge.
         assert!(r.irq1.level());
         assert_eq!(r.irq1.raised_count(), 2);
+        assert!(r.dev.irq_asserted());
         assert_eq!(r.data(), 0x48);
         assert!(!r.irq1.level());
+        assert!(!r.dev.irq_asserted());
         assert_eq!(r.status() & status::OBF, 0);
         assert_eq!(r.irq1.raised_count(), 2);
 
@@ -1451,6 +1460,65 @@ mod tests {
         }
         r.dev.reset();
         assert_eq!(r.status() & status::OBF, 0);
+    }
+
+    /// SeaBIOS's ps2_keyboard_setup + __ps2_command, step by step.
+    #[test]
+    fn seabios_init_sequence_then_a_key() {
+        let mut r = rig();
+        // i8042_flush, disable both ports, flush, self test, kbd test.
+        assert!(r.drain().is_empty());
+        r.cmd(0xAD);
+        r.cmd(0xA7);
+        assert!(r.drain().is_empty());
+        r.cmd(0xAA);
+        assert_eq!(r.drain(), vec![0x55]);
+        r.cmd(0xAB);
+        assert_eq!(r.drain(), vec![0x00]);
+        // Each ps2_command: CTR with both ports off and no IRQs, then the
+        // keyboard port enabled, then the command, then CTR restored.
+        let mut ctr = ctr::KBD_DIS | ctr::AUX_DIS;
+        let command = |r: &mut Rig, ctr: u8, bytes: &[u8]| -> Vec<u8> {
+            r.set_ctr(ctr & !(ctr::KBD_INT | ctr::AUX_INT));
+            r.set_ctr((ctr & !(ctr::KBD_INT | ctr::AUX_INT)) & !ctr::KBD_DIS);
+            let mut got = Vec::new();
+            for b in bytes {
+                r.put(*b);
+                got.extend(r.drain());
+            }
+            r.set_ctr(ctr);
+            got
+        };
+        assert_eq!(command(&mut r, ctr, &[0xFF]), vec![0xFA, 0xAA]);
+        assert_eq!(command(&mut r, ctr, &[0xF5]), vec![0xFA]);
+        assert_eq!(command(&mut r, ctr, &[0xF0, 0x02]), vec![0xFA, 0xFA]);
+        ctr = ctr::AUX_DIS | ctr::XLATE | ctr::KBD_INT;
+        assert_eq!(command(&mut r, ctr, &[0xF4]), vec![0xFA]);
+        assert!(!r.irq1.level());
+        // A key now raises IRQ 1 with a set-1 code, as handle_09 expects.
+        r.dev.key_event(KeyCode::Down, true);
+        assert!(r.irq1.level());
+        assert_eq!(r.status() & status::AUXB, 0);
+        assert_eq!(r.data(), 0xE0);
+        assert!(r.irq1.level());
+        assert_eq!(r.data(), 0x50);
+        assert!(!r.irq1.level());
+    }
+
+    /// GRUB's at_keyboard reads the command byte by polling port 0x60
+    /// without looking at OBF: repeated reads must keep returning it.
+    #[test]
+    fn grub_at_keyboard_controller_read() {
+        let mut r = rig();
+        r.set_ctr(ctr::AUX_DIS | ctr::XLATE | ctr::KBD_INT);
+        r.cmd(0x20);
+        for _ in 0..5 {
+            assert_eq!(r.data(), ctr::AUX_DIS | ctr::XLATE | ctr::KBD_INT);
+        }
+        // query_mode: F0 00 -> ACK ACK, then the set, translated.
+        r.put(0xF0);
+        r.put(0x00);
+        assert_eq!(r.drain(), vec![0xFA, 0xFA, 0x41]);
     }
 
     #[test]
