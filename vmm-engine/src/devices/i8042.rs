@@ -9,7 +9,13 @@
 //!   0xD3, ...), the keyboard, the mouse. A device's bytes are only taken
 //!   while its interface is enabled in the command byte; controller replies
 //!   always are. Reading port 0x60 empties the buffer and loads the next
-//!   byte; reading it empty returns the last byte again (as QEMU does).
+//!   byte; reading it empty returns the last byte again (as QEMU does;
+//!   GRUB's at_keyboard relies on it). A data byte written to the keyboard
+//!   re-enables the keyboard interface, as on a real 8042 and QEMU.
+//! - Host events are bounded like a real keyboard's buffer: at most
+//!   [`EVENT_LIMIT`] bytes wait (more would make Linux's probe fail); an
+//!   event that does not fit is dropped and reported as such. Mouse motion
+//!   that does not fit accumulates and is sent when there is room.
 //! - IRQ lines are levels: IRQ 1 is high while the buffer holds a keyboard
 //!   (or controller) byte and the command byte enables keyboard interrupts,
 //!   IRQ 12 likewise for a mouse byte. Each read lowers the line, so the
@@ -90,13 +96,16 @@ const ACK: u8 = 0xFA;
 const RESEND: u8 = 0xFE;
 const BAT_OK: u8 = 0xAA;
 
-/// Capacity of each device's queue. Real devices buffer 16 bytes; we keep
-/// more so that host automation (typing a line of text) is not lost while
-/// the guest is slow, but still bounded. Key and mouse events that do not
-/// fit as a whole are dropped; command replies always fit (see `push`).
+/// Hard bound of each device's queue (command replies; they never come
+/// near it in practice).
 pub const QUEUE_CAPACITY: usize = 256;
-/// Room kept free for command replies when host events are queued.
-const REPLY_RESERVE: usize = 16;
+/// Most bytes of host events (keys, mouse packets) that may wait in a
+/// device's queue plus the controller's output buffer, like a real
+/// keyboard's 16-byte buffer. Linux's i8042_flush gives up ("No controller
+/// found") when more than 16 bytes are pending at probe time, so this must
+/// not grow. An event that does not fit as a whole is dropped; host
+/// automation paces itself with [`I8042::key_backlog`].
+pub const EVENT_LIMIT: usize = 16;
 
 /// A bounded byte queue.
 #[derive(Debug, Default)]
@@ -123,9 +132,9 @@ impl ByteQueue {
             self.q.push_back(b);
         }
     }
-    /// A host event: all of `bytes` or nothing, leaving the reply reserve.
-    fn push_event(&mut self, bytes: &[u8]) -> bool {
-        if self.q.len() + bytes.len() + REPLY_RESERVE > QUEUE_CAPACITY {
+    /// A host event: all of `bytes` or nothing, within `room` bytes.
+    fn push_event(&mut self, bytes: &[u8], room: usize) -> bool {
+        if self.q.len() + bytes.len() > room {
             return false;
         }
         self.q.extend(bytes.iter().copied());
@@ -244,7 +253,7 @@ impl Keyboard {
         }
     }
 
-    fn key_event(&mut self, key: KeyCode, pressed: bool) -> bool {
+    fn key_event(&mut self, key: KeyCode, pressed: bool, room: usize) -> bool {
         if !self.scanning {
             return false;
         }
@@ -256,7 +265,7 @@ impl Keyboard {
         if seq.is_empty() {
             return true;
         }
-        let ok = self.queue.push_event(&seq);
+        let ok = self.queue.push_event(&seq, room);
         if !ok {
             log::debug!("i8042: keyboard queue full, {key:?} dropped");
         }
@@ -519,19 +528,20 @@ impl Mouse {
         p
     }
 
-    /// In stream mode, sends the pending motion if a whole packet fits.
-    fn flush(&mut self) {
+    /// In stream mode, sends the pending motion if a whole packet fits in
+    /// `room`; otherwise it keeps accumulating.
+    fn flush(&mut self, room: usize) {
         if !self.enabled || self.remote || !self.dirty || self.pending.is_some() {
             return;
         }
-        if self.queue.len() + self.packet_len() + REPLY_RESERVE > QUEUE_CAPACITY {
+        if self.queue.len() + self.packet_len() > room {
             return;
         }
         let p = self.take_packet(true);
-        self.queue.push_event(&p);
+        self.queue.push_event(&p, room);
     }
 
-    fn movement(&mut self, dx: i32, dy: i32, dz: i32, btns: u8) {
+    fn movement(&mut self, dx: i32, dy: i32, dz: i32, btns: u8, room: usize) {
         if !self.enabled {
             return;
         }
@@ -540,7 +550,7 @@ impl Mouse {
         self.dz = self.dz.saturating_add(dz);
         self.buttons = btns & 0x1F;
         self.dirty = true;
-        self.flush();
+        self.flush(room);
     }
 }
 
@@ -664,7 +674,8 @@ impl I8042 {
     /// A host key press or release. Returns false if it was dropped
     /// (scanning disabled by the guest, or the queue full).
     pub fn key_event(&mut self, key: KeyCode, pressed: bool) -> bool {
-        let ok = self.kbd.key_event(key, pressed);
+        let room = self.event_room();
+        let ok = self.kbd.key_event(key, pressed, room);
         self.update();
         ok
     }
@@ -683,12 +694,40 @@ impl I8042 {
         ok
     }
 
+    /// Types keys as returned by [`super::keys::keys_for_text`]: each key is
+    /// pressed and released, inside Shift when its flag says so. Returns
+    /// false if any event was dropped.
+    pub fn type_keys(&mut self, keys: &[(KeyCode, bool)]) -> bool {
+        let mut ok = true;
+        for &(k, shift) in keys {
+            if shift {
+                ok &= self.key_combo(&[KeyCode::ShiftLeft, k]);
+            } else {
+                ok &= self.key_combo(&[k]);
+            }
+        }
+        ok
+    }
+
     /// Host mouse motion: `dx` right, `dy` up (the PS/2 sense), `dz` wheel
     /// (positive = towards the user, as PS/2 reports it), `btns` a mask of
     /// [`buttons`]. Ignored while the guest has not enabled the mouse.
     pub fn mouse_move(&mut self, dx: i32, dy: i32, dz: i32, btns: u8) {
-        self.mouse.movement(dx, dy, dz, btns);
+        let room = self.event_room();
+        self.mouse.movement(dx, dy, dz, btns, room);
         self.update();
+    }
+
+    /// Room for host event bytes: the output buffer counts as one.
+    fn event_room(&self) -> usize {
+        EVENT_LIMIT - usize::from(self.out.is_some())
+    }
+
+    /// Bytes of keyboard data the guest has not read yet (queue plus output
+    /// buffer). Host automation that types text waits for this to fall
+    /// before sending more; [`EVENT_LIMIT`] bytes fit at most.
+    pub fn key_backlog(&self) -> usize {
+        self.kbd.queue.len() + usize::from(matches!(self.out, Some((_, Source::Kbd))))
     }
 
     fn read_status(&self) -> u8 {
@@ -736,7 +775,7 @@ impl I8042 {
             }
             if cb & ctr::AUX_DIS == 0 {
                 if self.mouse.queue.is_empty() {
-                    self.mouse.flush();
+                    self.mouse.flush(EVENT_LIMIT);
                 }
                 if let Some(b) = self.mouse.queue.pop() {
                     self.out = Some((b, Source::Aux));
@@ -1189,6 +1228,18 @@ mod tests {
     }
 
     #[test]
+    fn typing_text_with_shift() {
+        let mut r = rig();
+        r.set_ctr(ctr::XLATE);
+        let keys = crate::devices::keys::keys_for_text("lS\n").unwrap();
+        assert!(r.dev.type_keys(&keys));
+        assert_eq!(
+            r.drain(),
+            vec![0x26, 0xA6, 0x2A, 0x1F, 0x9F, 0xAA, 0x1C, 0x9C]
+        );
+    }
+
+    #[test]
     fn irq1_only_when_enabled_and_one_byte_at_a_time() {
         let mut r = rig();
         r.set_ctr(ctr::XLATE); // KBD_INT off
@@ -1411,19 +1462,37 @@ mod tests {
                 accepted += 1;
             }
         }
-        assert!(accepted > 10 && accepted < 1000);
-        // A command reply still gets through behind the queued keys.
+        // E0 75 per press: 8 presses fill the 16 bytes.
+        assert_eq!(accepted, 8);
+        assert_eq!(r.dev.key_backlog(), EVENT_LIMIT);
+        // Linux's i8042_flush reads at most 16 bytes and then needs OBF clear.
+        let mut flushed = 0;
+        while r.status() & status::OBF != 0 && flushed < 17 {
+            r.data();
+            flushed += 1;
+        }
+        assert_eq!(flushed, EVENT_LIMIT);
+        assert_eq!(r.dev.key_backlog(), 0);
+        // Full of keys, a command reply still gets through behind them.
+        while r.dev.key_event(KeyCode::A, true) {}
         r.put(0xEE);
         let bytes = r.drain();
         assert_eq!(bytes.last(), Some(&0xEE));
-        assert!(bytes.len() <= QUEUE_CAPACITY + 1);
-        // Mouse floods too.
+        assert_eq!(bytes.len(), EVENT_LIMIT + 1);
+        // Mouse floods: motion accumulates instead of queueing without end.
         r.cmd(0xD4);
         r.put(0xF4);
+        assert_eq!(r.drain(), vec![0xFA]);
         for _ in 0..1000 {
             r.dev.mouse_move(1, 1, 1, 7);
         }
-        assert!(r.drain().len() <= QUEUE_CAPACITY + 4);
+        let bytes = r.drain();
+        assert!(bytes.len() <= EVENT_LIMIT + 3, "{}", bytes.len());
+        assert_eq!(bytes.len() % 3, 0);
+        // The motion that did not fit accumulated and came as one more
+        // packet once the queue drained: saturated at 255, overflow bits set.
+        let last = bytes.chunks(3).last().unwrap();
+        assert_eq!(last, &[0x08 | 0x40 | 0x80 | 0x07, 0xFF, 0xFF]);
     }
 
     #[test]
