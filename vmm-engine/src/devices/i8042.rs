@@ -13,9 +13,11 @@
 //!   GRUB's at_keyboard relies on it). A data byte written to the keyboard
 //!   re-enables the keyboard interface, as on a real 8042 and QEMU.
 //! - Host events are bounded like a real keyboard's buffer: at most
-//!   [`EVENT_LIMIT`] bytes wait (more would make Linux's probe fail); an
-//!   event that does not fit is dropped and reported as such. Mouse motion
-//!   that does not fit accumulates and is sent when there is room.
+//!   [`EVENT_LIMIT`] bytes wait (more would make Linux's probe fail); a key
+//!   press that does not fit is dropped and reported as such. A release is
+//!   queued exactly when its press was, even past the limit, so no key is
+//!   left stuck down and no stray break is sent. Mouse motion that does
+//!   not fit accumulates and is sent when there is room.
 //! - IRQ lines are levels: IRQ 1 is high while the buffer holds a keyboard
 //!   (or controller) byte and the command byte enables keyboard interrupts,
 //!   IRQ 12 likewise for a mouse byte. Each read lowers the line, so the
@@ -154,6 +156,8 @@ struct Keyboard {
     leds: u8,
     typematic: u8,
     last_sent: u8,
+    /// Keys whose press reached the queue and whose release has not.
+    down: Vec<KeyCode>,
 }
 
 impl Keyboard {
@@ -166,6 +170,7 @@ impl Keyboard {
             leds: 0,
             typematic: 0x2B,
             last_sent: 0,
+            down: Vec::new(),
         }
     }
 
@@ -253,21 +258,30 @@ impl Keyboard {
         }
     }
 
+    /// A press takes at most `room` bytes (the event limit). A release is
+    /// sent only for a key whose press was sent, and then always (up to the
+    /// hard capacity), so a full queue never leaves a key stuck down.
     fn key_event(&mut self, key: KeyCode, pressed: bool, room: usize) -> bool {
-        if !self.scanning {
+        let was_down = if pressed {
+            false
+        } else {
+            let i = self.down.iter().position(|k| *k == key);
+            i.map(|i| self.down.swap_remove(i)).is_some()
+        };
+        if !self.scanning || (!pressed && !was_down) {
             return false;
         }
+        let room = if pressed { room } else { QUEUE_CAPACITY };
         let seq = match self.set {
             1 => key.set1_sequence(pressed),
             3 => key.set3_sequence(pressed),
             _ => key.set2_sequence(pressed),
         };
-        if seq.is_empty() {
-            return true;
-        }
-        let ok = self.queue.push_event(&seq, room);
+        let ok = seq.is_empty() || self.queue.push_event(&seq, room);
         if !ok {
             log::debug!("i8042: keyboard queue full, {key:?} dropped");
+        } else if pressed && !self.down.contains(&key) {
+            self.down.push(key);
         }
         ok
     }
@@ -1211,8 +1225,9 @@ mod tests {
             vec![0xE0, 0x2A, 0xE0, 0x37, 0xE0, 0xB7, 0xE0, 0xAA]
         );
         r.set_ctr(0);
+        r.dev.key_event(KeyCode::Up, true);
         r.dev.key_event(KeyCode::Up, false);
-        assert_eq!(r.drain(), vec![0xE0, 0xF0, 0x75]);
+        assert_eq!(r.drain(), vec![0xE0, 0x75, 0xE0, 0xF0, 0x75]);
     }
 
     #[test]
@@ -1237,6 +1252,55 @@ mod tests {
             r.drain(),
             vec![0x26, 0xA6, 0x2A, 0x1F, 0x9F, 0xAA, 0x1C, 0x9C]
         );
+    }
+
+    #[test]
+    fn one_rising_edge_per_byte() {
+        let mut r = rig();
+        r.set_ctr(ctr::KBD_INT | ctr::SYS | ctr::XLATE);
+        r.dev.key_event(KeyCode::Up, true);
+        r.dev.key_event(KeyCode::Up, false);
+        r.dev.key_combo(&[KeyCode::ShiftLeft, KeyCode::A]);
+        r.dev
+            .type_keys(&[(KeyCode::L, false), (KeyCode::Enter, false)]);
+        let mut got = Vec::new();
+        let mut edges = Vec::new();
+        while r.status() & status::OBF != 0 {
+            edges.push(r.irq1.raised_count());
+            got.push(r.data());
+        }
+        assert_eq!(
+            got,
+            vec![0xE0, 0x48, 0xE0, 0xC8, 0x2A, 0x1E, 0x9E, 0xAA, 0x26, 0xA6, 0x1C, 0x9C]
+        );
+        assert_eq!(edges, (1..=12).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn releases_are_never_lost_and_never_stray() {
+        let mut r = rig();
+        r.set_ctr(ctr::XLATE);
+        // A release with no press: nothing.
+        assert!(!r.dev.key_event(KeyCode::ShiftLeft, false));
+        assert!(r.drain().is_empty());
+        // Shift goes down, then presses fill the queue.
+        assert!(r.dev.key_event(KeyCode::ShiftLeft, true));
+        let mut dropped = None;
+        for k in KeyCode::ALL {
+            if !r.dev.key_event(*k, true) {
+                dropped = Some(*k);
+                break;
+            }
+        }
+        let dropped = dropped.expect("the queue never filled");
+        assert_eq!(r.dev.key_backlog(), EVENT_LIMIT);
+        // Shift's release still goes in; the dropped key's release does not.
+        assert!(r.dev.key_event(KeyCode::ShiftLeft, false));
+        assert!(!r.dev.key_event(dropped, false));
+        let bytes = r.drain();
+        assert_eq!(bytes.len(), EVENT_LIMIT + 1);
+        assert_eq!(bytes.first(), Some(&0x2A));
+        assert_eq!(bytes.last(), Some(&0xAA));
     }
 
     #[test]
