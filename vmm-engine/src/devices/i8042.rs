@@ -1304,6 +1304,24 @@ mod tests {
     }
 
     #[test]
+    fn mouse_ack_sets_auxb_and_raises_irq12_only() {
+        let mut r = rig();
+        r.cmd(0xAA);
+        assert_eq!(r.data(), 0x55);
+        r.set_ctr(0x47);
+        r.cmd(0xD4);
+        r.put(0xF4);
+        let s = r.status();
+        assert_eq!(
+            s & (status::OBF | status::AUXB),
+            status::OBF | status::AUXB,
+            "status {s:#x}"
+        );
+        assert!(r.irq12.level());
+        assert!(!r.irq1.level());
+    }
+
+    #[test]
     fn irq1_only_when_enabled_and_one_byte_at_a_time() {
         let mut r = rig();
         r.set_ctr(ctr::XLATE); // KBD_INT off
