@@ -723,12 +723,14 @@ impl I8042 {
         ok
     }
 
-    /// Host mouse motion: `dx` right, `dy` up (the PS/2 sense), `dz` wheel
-    /// (positive = towards the user, as PS/2 reports it), `btns` a mask of
-    /// [`buttons`]. Ignored while the guest has not enabled the mouse.
+    /// Host mouse motion in screen terms: `dx` grows to the right, `dy`
+    /// downwards (the device turns it into PS/2's upward Y), `dz` is the
+    /// wheel (positive = towards the user, as PS/2 reports it), `btns` a
+    /// mask of [`buttons`]. Ignored while the guest has not enabled the
+    /// mouse.
     pub fn mouse_move(&mut self, dx: i32, dy: i32, dz: i32, btns: u8) {
         let room = self.event_room();
-        self.mouse.movement(dx, dy, dz, btns, room);
+        self.mouse.movement(dx, dy.saturating_neg(), dz, btns, room);
         self.update();
     }
 
@@ -1460,12 +1462,12 @@ mod tests {
         r.cmd(0xD4);
         r.put(0xF4);
         assert_eq!(r.drain(), vec![0xFA]);
-        r.dev.mouse_move(10, -3, 0, buttons::LEFT);
+        r.dev.mouse_move(10, 3, 0, buttons::LEFT); // 3 down = PS/2 -3
         assert!(r.irq12.level());
         assert!(!r.irq1.level());
         assert_eq!(r.drain(), vec![0x08 | 0x20 | 0x01, 10, 0xFD]);
         r.dev
-            .mouse_move(-1, 300, 0, buttons::RIGHT | buttons::MIDDLE);
+            .mouse_move(-1, -300, 0, buttons::RIGHT | buttons::MIDDLE);
         // X negative; Y saturates at 255 with the overflow bit.
         assert_eq!(r.drain(), vec![0x08 | 0x10 | 0x80 | 0x06, 0xFF, 0xFF]);
         // Remote mode: accumulate, report on 0xEB.
@@ -1473,7 +1475,7 @@ mod tests {
         r.put(0xF0);
         r.drain();
         r.dev.mouse_move(2, 0, 0, 0);
-        r.dev.mouse_move(3, 1, 0, 0);
+        r.dev.mouse_move(3, -1, 0, 0);
         assert!(r.drain().is_empty());
         r.cmd(0xD4);
         r.put(0xEB);
@@ -1500,7 +1502,7 @@ mod tests {
         r.cmd(0xD4);
         r.put(0xF4);
         assert_eq!(r.data(), 0xFA);
-        r.dev.mouse_move(1, 1, 0, 0);
+        r.dev.mouse_move(1, -1, 0, 0);
         r.dev.key_event(KeyCode::Enter, true);
         // The first mouse byte was already loaded.
         assert_ne!(r.status() & status::AUXB, 0);
@@ -1566,7 +1568,7 @@ mod tests {
         r.put(0xF4);
         assert_eq!(r.drain(), vec![0xFA]);
         for _ in 0..1000 {
-            r.dev.mouse_move(1, 1, 1, 7);
+            r.dev.mouse_move(1, -1, 1, 7);
         }
         let bytes = r.drain();
         assert!(bytes.len() <= EVENT_LIMIT + 3, "{}", bytes.len());
