@@ -145,6 +145,7 @@ le32() {
 
 # env-disk.img: 32 MiB, MBR with one FAT16 partition (type 0x06) from sector
 # 2048 to the end, holding a fresh 1 KiB GRUB environment block /grubenv.
+# Not bootable: its MBR code only hands over to the next boot device.
 make_env_disk() {
     local img=$1 tmpdir=$2
     local total=$((32 * 1024 * 1024 / 512)) start=$((ENV_PART_OFFSET / 512))
@@ -158,6 +159,11 @@ make_env_disk() {
     printf "\\x00\\xfe\\xff\\xff\\x06\\xfe\\xff\\xff$(le32 $start)$(le32 $count)" |
         dd of="$img" bs=1 seek=$((0x1BE)) conv=notrunc status=none
     printf '\x55\xaa' | dd of="$img" bs=1 seek=510 conv=notrunc status=none
+    # The signature makes SeaBIOS treat the disk as bootable (QEMU's default
+    # boot order tries the hard disk before the CD), so the MBR code is
+    # `int 0x18` (boot failed: SeaBIOS tries the next boot device), then
+    # `cli; hlt` forever.
+    printf '\xcd\x18\xfa\xf4\xeb\xfd' | dd of="$img" bs=1 seek=0 conv=notrunc status=none
     # FAT16 (mformat picks FAT16 for this size with 2 KiB clusters).
     mformat -i "$img@@$ENV_PART_OFFSET" -T $count -h 64 -s 32 -H $start -c 4 -v VIREOENV ::
     grub-editenv "$tmpdir/grubenv" create
@@ -239,17 +245,21 @@ build_linux() {
     fi
     [ -n "$kpkg" ] || die "cannot resolve linux-image-amd64 to a versioned kernel package"
     kver=${kpkg#linux-image-}
-    root=$cache/root-$kver
-    if [ ! -f "$root/boot/vmlinuz-$kver" ] || [ ! -x "$root/bin/busybox" ]; then
-        rm -rf "$root" "$cache"/*.deb
-        (cd "$cache" && apt_download "$kpkg" busybox-static)
-        mkdir -p "$root"
-        local deb
-        for deb in "$cache"/*.deb; do
-            dpkg -x "$deb" "$root"
-        done
-        rm -f "$cache"/*.deb
+    # The .debs stay in the cache; they are unpacked afresh (about 400 MiB,
+    # removed again at the end) for each build.
+    local debs=$cache/debs deb
+    mkdir -p "$debs"
+    if ! compgen -G "$debs/${kpkg}_*.deb" >/dev/null || ! compgen -G "$debs/busybox-static_*.deb" >/dev/null; then
+        rm -f "$debs"/*.deb
+        (cd "$debs" && apt_download "$kpkg" busybox-static)
     fi
+    root=$cache/root
+    rm -rf "$root" "$cache"/root-*
+    mkdir -p "$root"
+    for deb in "$debs/${kpkg}"_*.deb "$debs"/busybox-static_*.deb; do
+        dpkg -x "$deb" "$root"
+    done
+    [ -x "$root/bin/busybox" ] || die "busybox-static has no /bin/busybox"
     [ -f "$root/boot/vmlinuz-$kver" ] || die "kernel package $kpkg has no /boot/vmlinuz-$kver"
     [ -d "$root/lib/modules/$kver" ] || die "kernel package $kpkg has no /lib/modules/$kver"
     # Debian generates modules.dep at install time; do it in the cache root.
@@ -300,7 +310,7 @@ build_linux() {
     cp "$dst/vmlinuz" "$isotree/vmlinuz"
     cp "$dst/initramfs.img" "$isotree/initramfs.img"
     make_grub_iso "$dst/linux.iso" "$src/grub.cfg" "$isotree"
-    rm -rf "$isotree"
+    rm -rf "$isotree" "$root"
     echo "$kver" >"$dst/kernel-version"
     echo "$hash" >"$dst/.stamp"
     print_outputs linux $LINUX_OUTPUTS

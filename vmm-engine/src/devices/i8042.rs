@@ -9,7 +9,15 @@
 //!   0xD3, ...), the keyboard, the mouse. A device's bytes are only taken
 //!   while its interface is enabled in the command byte; controller replies
 //!   always are. Reading port 0x60 empties the buffer and loads the next
-//!   byte; reading it empty returns the last byte again (as QEMU does).
+//!   byte; reading it empty returns the last byte again (as QEMU does;
+//!   GRUB's at_keyboard relies on it). A data byte written to the keyboard
+//!   re-enables the keyboard interface, as on a real 8042 and QEMU.
+//! - Host events are bounded like a real keyboard's buffer: at most
+//!   [`EVENT_LIMIT`] bytes wait (more would make Linux's probe fail); a key
+//!   press that does not fit is dropped and reported as such. A release is
+//!   queued exactly when its press was, even past the limit, so no key is
+//!   left stuck down and no stray break is sent. Mouse motion that does
+//!   not fit accumulates and is sent when there is room.
 //! - IRQ lines are levels: IRQ 1 is high while the buffer holds a keyboard
 //!   (or controller) byte and the command byte enables keyboard interrupts,
 //!   IRQ 12 likewise for a mouse byte. Each read lowers the line, so the
@@ -90,13 +98,16 @@ const ACK: u8 = 0xFA;
 const RESEND: u8 = 0xFE;
 const BAT_OK: u8 = 0xAA;
 
-/// Capacity of each device's queue. Real devices buffer 16 bytes; we keep
-/// more so that host automation (typing a line of text) is not lost while
-/// the guest is slow, but still bounded. Key and mouse events that do not
-/// fit as a whole are dropped; command replies always fit (see `push`).
+/// Hard bound of each device's queue (command replies; they never come
+/// near it in practice).
 pub const QUEUE_CAPACITY: usize = 256;
-/// Room kept free for command replies when host events are queued.
-const REPLY_RESERVE: usize = 16;
+/// Most bytes of host events (keys, mouse packets) that may wait in a
+/// device's queue plus the controller's output buffer, like a real
+/// keyboard's 16-byte buffer. Linux's i8042_flush gives up ("No controller
+/// found") when more than 16 bytes are pending at probe time, so this must
+/// not grow. An event that does not fit as a whole is dropped; host
+/// automation paces itself with [`I8042::key_backlog`].
+pub const EVENT_LIMIT: usize = 16;
 
 /// A bounded byte queue.
 #[derive(Debug, Default)]
@@ -123,9 +134,9 @@ impl ByteQueue {
             self.q.push_back(b);
         }
     }
-    /// A host event: all of `bytes` or nothing, leaving the reply reserve.
-    fn push_event(&mut self, bytes: &[u8]) -> bool {
-        if self.q.len() + bytes.len() + REPLY_RESERVE > QUEUE_CAPACITY {
+    /// A host event: all of `bytes` or nothing, within `room` bytes.
+    fn push_event(&mut self, bytes: &[u8], room: usize) -> bool {
+        if self.q.len() + bytes.len() > room {
             return false;
         }
         self.q.extend(bytes.iter().copied());
@@ -145,6 +156,8 @@ struct Keyboard {
     leds: u8,
     typematic: u8,
     last_sent: u8,
+    /// Keys whose press reached the queue and whose release has not.
+    down: Vec<KeyCode>,
 }
 
 impl Keyboard {
@@ -157,6 +170,7 @@ impl Keyboard {
             leds: 0,
             typematic: 0x2B,
             last_sent: 0,
+            down: Vec::new(),
         }
     }
 
@@ -244,21 +258,30 @@ impl Keyboard {
         }
     }
 
-    fn key_event(&mut self, key: KeyCode, pressed: bool) -> bool {
-        if !self.scanning {
+    /// A press takes at most `room` bytes (the event limit). A release is
+    /// sent only for a key whose press was sent, and then always (up to the
+    /// hard capacity), so a full queue never leaves a key stuck down.
+    fn key_event(&mut self, key: KeyCode, pressed: bool, room: usize) -> bool {
+        let was_down = if pressed {
+            false
+        } else {
+            let i = self.down.iter().position(|k| *k == key);
+            i.map(|i| self.down.swap_remove(i)).is_some()
+        };
+        if !self.scanning || (!pressed && !was_down) {
             return false;
         }
+        let room = if pressed { room } else { QUEUE_CAPACITY };
         let seq = match self.set {
             1 => key.set1_sequence(pressed),
             3 => key.set3_sequence(pressed),
             _ => key.set2_sequence(pressed),
         };
-        if seq.is_empty() {
-            return true;
-        }
-        let ok = self.queue.push_event(&seq);
+        let ok = seq.is_empty() || self.queue.push_event(&seq, room);
         if !ok {
             log::debug!("i8042: keyboard queue full, {key:?} dropped");
+        } else if pressed && !self.down.contains(&key) {
+            self.down.push(key);
         }
         ok
     }
@@ -519,19 +542,20 @@ impl Mouse {
         p
     }
 
-    /// In stream mode, sends the pending motion if a whole packet fits.
-    fn flush(&mut self) {
+    /// In stream mode, sends the pending motion if a whole packet fits in
+    /// `room`; otherwise it keeps accumulating.
+    fn flush(&mut self, room: usize) {
         if !self.enabled || self.remote || !self.dirty || self.pending.is_some() {
             return;
         }
-        if self.queue.len() + self.packet_len() + REPLY_RESERVE > QUEUE_CAPACITY {
+        if self.queue.len() + self.packet_len() > room {
             return;
         }
         let p = self.take_packet(true);
-        self.queue.push_event(&p);
+        self.queue.push_event(&p, room);
     }
 
-    fn movement(&mut self, dx: i32, dy: i32, dz: i32, btns: u8) {
+    fn movement(&mut self, dx: i32, dy: i32, dz: i32, btns: u8, room: usize) {
         if !self.enabled {
             return;
         }
@@ -540,7 +564,7 @@ impl Mouse {
         self.dz = self.dz.saturating_add(dz);
         self.buttons = btns & 0x1F;
         self.dirty = true;
-        self.flush();
+        self.flush(room);
     }
 }
 
@@ -649,6 +673,13 @@ impl I8042 {
         self.outport & outport::A20 != 0
     }
 
+    /// Whether an interrupt is asserted (a byte waits in the output buffer
+    /// and its IRQ is enabled). On PVM hosts the VMM may kick the vCPU
+    /// while this holds, to get the interrupt delivered (docs/KEYBOARD.md).
+    pub fn irq_asserted(&self) -> bool {
+        self.kbd_level || self.aux_level
+    }
+
     /// The keyboard LEDs last set by the guest (bit 0 scroll, 1 num, 2 caps).
     pub fn leds(&self) -> u8 {
         self.kbd.leds
@@ -657,7 +688,8 @@ impl I8042 {
     /// A host key press or release. Returns false if it was dropped
     /// (scanning disabled by the guest, or the queue full).
     pub fn key_event(&mut self, key: KeyCode, pressed: bool) -> bool {
-        let ok = self.kbd.key_event(key, pressed);
+        let room = self.event_room();
+        let ok = self.kbd.key_event(key, pressed, room);
         self.update();
         ok
     }
@@ -676,12 +708,42 @@ impl I8042 {
         ok
     }
 
-    /// Host mouse motion: `dx` right, `dy` up (the PS/2 sense), `dz` wheel
-    /// (positive = towards the user, as PS/2 reports it), `btns` a mask of
-    /// [`buttons`]. Ignored while the guest has not enabled the mouse.
+    /// Types keys as returned by [`super::keys::keys_for_text`]: each key is
+    /// pressed and released, inside Shift when its flag says so. Returns
+    /// false if any event was dropped.
+    pub fn type_keys(&mut self, keys: &[(KeyCode, bool)]) -> bool {
+        let mut ok = true;
+        for &(k, shift) in keys {
+            if shift {
+                ok &= self.key_combo(&[KeyCode::ShiftLeft, k]);
+            } else {
+                ok &= self.key_combo(&[k]);
+            }
+        }
+        ok
+    }
+
+    /// Host mouse motion in screen terms: `dx` grows to the right, `dy`
+    /// downwards (the device turns it into PS/2's upward Y), `dz` is the
+    /// wheel (positive = towards the user, as PS/2 reports it), `btns` a
+    /// mask of [`buttons`]. Ignored while the guest has not enabled the
+    /// mouse.
     pub fn mouse_move(&mut self, dx: i32, dy: i32, dz: i32, btns: u8) {
-        self.mouse.movement(dx, dy, dz, btns);
+        let room = self.event_room();
+        self.mouse.movement(dx, dy.saturating_neg(), dz, btns, room);
         self.update();
+    }
+
+    /// Room for host event bytes: the output buffer counts as one.
+    fn event_room(&self) -> usize {
+        EVENT_LIMIT - usize::from(self.out.is_some())
+    }
+
+    /// Bytes of keyboard data the guest has not read yet (queue plus output
+    /// buffer). Host automation that types text waits for this to fall
+    /// before sending more; [`EVENT_LIMIT`] bytes fit at most.
+    pub fn key_backlog(&self) -> usize {
+        self.kbd.queue.len() + usize::from(matches!(self.out, Some((_, Source::Kbd))))
     }
 
     fn read_status(&self) -> u8 {
@@ -729,7 +791,7 @@ impl I8042 {
             }
             if cb & ctr::AUX_DIS == 0 {
                 if self.mouse.queue.is_empty() {
-                    self.mouse.flush();
+                    self.mouse.flush(EVENT_LIMIT);
                 }
                 if let Some(b) = self.mouse.queue.pop() {
                     self.out = Some((b, Source::Aux));
@@ -1165,8 +1227,9 @@ mod tests {
             vec![0xE0, 0x2A, 0xE0, 0x37, 0xE0, 0xB7, 0xE0, 0xAA]
         );
         r.set_ctr(0);
+        r.dev.key_event(KeyCode::Up, true);
         r.dev.key_event(KeyCode::Up, false);
-        assert_eq!(r.drain(), vec![0xE0, 0xF0, 0x75]);
+        assert_eq!(r.drain(), vec![0xE0, 0x75, 0xE0, 0xF0, 0x75]);
     }
 
     #[test]
@@ -1179,6 +1242,85 @@ mod tests {
             r.drain(),
             vec![0x1D, 0x38, 0xE0, 0x53, 0xE0, 0xD3, 0xB8, 0x9D]
         );
+    }
+
+    #[test]
+    fn typing_text_with_shift() {
+        let mut r = rig();
+        r.set_ctr(ctr::XLATE);
+        let keys = crate::devices::keys::keys_for_text("lS\n").unwrap();
+        assert!(r.dev.type_keys(&keys));
+        assert_eq!(
+            r.drain(),
+            vec![0x26, 0xA6, 0x2A, 0x1F, 0x9F, 0xAA, 0x1C, 0x9C]
+        );
+    }
+
+    #[test]
+    fn one_rising_edge_per_byte() {
+        let mut r = rig();
+        r.set_ctr(ctr::KBD_INT | ctr::SYS | ctr::XLATE);
+        r.dev.key_event(KeyCode::Up, true);
+        r.dev.key_event(KeyCode::Up, false);
+        r.dev.key_combo(&[KeyCode::ShiftLeft, KeyCode::A]);
+        r.dev
+            .type_keys(&[(KeyCode::L, false), (KeyCode::Enter, false)]);
+        let mut got = Vec::new();
+        let mut edges = Vec::new();
+        while r.status() & status::OBF != 0 {
+            edges.push(r.irq1.raised_count());
+            got.push(r.data());
+        }
+        assert_eq!(
+            got,
+            vec![0xE0, 0x48, 0xE0, 0xC8, 0x2A, 0x1E, 0x9E, 0xAA, 0x26, 0xA6, 0x1C, 0x9C]
+        );
+        assert_eq!(edges, (1..=12).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn releases_are_never_lost_and_never_stray() {
+        let mut r = rig();
+        r.set_ctr(ctr::XLATE);
+        // A release with no press: nothing.
+        assert!(!r.dev.key_event(KeyCode::ShiftLeft, false));
+        assert!(r.drain().is_empty());
+        // Shift goes down, then presses fill the queue.
+        assert!(r.dev.key_event(KeyCode::ShiftLeft, true));
+        let mut dropped = None;
+        for k in KeyCode::ALL {
+            if !r.dev.key_event(*k, true) {
+                dropped = Some(*k);
+                break;
+            }
+        }
+        let dropped = dropped.expect("the queue never filled");
+        assert_eq!(r.dev.key_backlog(), EVENT_LIMIT);
+        // Shift's release still goes in; the dropped key's release does not.
+        assert!(r.dev.key_event(KeyCode::ShiftLeft, false));
+        assert!(!r.dev.key_event(dropped, false));
+        let bytes = r.drain();
+        assert_eq!(bytes.len(), EVENT_LIMIT + 1);
+        assert_eq!(bytes.first(), Some(&0x2A));
+        assert_eq!(bytes.last(), Some(&0xAA));
+    }
+
+    #[test]
+    fn mouse_ack_sets_auxb_and_raises_irq12_only() {
+        let mut r = rig();
+        r.cmd(0xAA);
+        assert_eq!(r.data(), 0x55);
+        r.set_ctr(0x47);
+        r.cmd(0xD4);
+        r.put(0xF4);
+        let s = r.status();
+        assert_eq!(
+            s & (status::OBF | status::AUXB),
+            status::OBF | status::AUXB,
+            "status {s:#x}"
+        );
+        assert!(r.irq12.level());
+        assert!(!r.irq1.level());
     }
 
     #[test]
@@ -1200,8 +1342,10 @@ mod tests {
         // The next byte is loaded and the line raised again: a new edge.
         assert!(r.irq1.level());
         assert_eq!(r.irq1.raised_count(), 2);
+        assert!(r.dev.irq_asserted());
         assert_eq!(r.data(), 0x48);
         assert!(!r.irq1.level());
+        assert!(!r.dev.irq_asserted());
         assert_eq!(r.status() & status::OBF, 0);
         assert_eq!(r.irq1.raised_count(), 2);
 
@@ -1318,12 +1462,12 @@ mod tests {
         r.cmd(0xD4);
         r.put(0xF4);
         assert_eq!(r.drain(), vec![0xFA]);
-        r.dev.mouse_move(10, -3, 0, buttons::LEFT);
+        r.dev.mouse_move(10, 3, 0, buttons::LEFT); // 3 down = PS/2 -3
         assert!(r.irq12.level());
         assert!(!r.irq1.level());
         assert_eq!(r.drain(), vec![0x08 | 0x20 | 0x01, 10, 0xFD]);
         r.dev
-            .mouse_move(-1, 300, 0, buttons::RIGHT | buttons::MIDDLE);
+            .mouse_move(-1, -300, 0, buttons::RIGHT | buttons::MIDDLE);
         // X negative; Y saturates at 255 with the overflow bit.
         assert_eq!(r.drain(), vec![0x08 | 0x10 | 0x80 | 0x06, 0xFF, 0xFF]);
         // Remote mode: accumulate, report on 0xEB.
@@ -1331,7 +1475,7 @@ mod tests {
         r.put(0xF0);
         r.drain();
         r.dev.mouse_move(2, 0, 0, 0);
-        r.dev.mouse_move(3, 1, 0, 0);
+        r.dev.mouse_move(3, -1, 0, 0);
         assert!(r.drain().is_empty());
         r.cmd(0xD4);
         r.put(0xEB);
@@ -1358,7 +1502,7 @@ mod tests {
         r.cmd(0xD4);
         r.put(0xF4);
         assert_eq!(r.data(), 0xFA);
-        r.dev.mouse_move(1, 1, 0, 0);
+        r.dev.mouse_move(1, -1, 0, 0);
         r.dev.key_event(KeyCode::Enter, true);
         // The first mouse byte was already loaded.
         assert_ne!(r.status() & status::AUXB, 0);
@@ -1402,19 +1546,37 @@ mod tests {
                 accepted += 1;
             }
         }
-        assert!(accepted > 10 && accepted < 1000);
-        // A command reply still gets through behind the queued keys.
+        // E0 75 per press: 8 presses fill the 16 bytes.
+        assert_eq!(accepted, 8);
+        assert_eq!(r.dev.key_backlog(), EVENT_LIMIT);
+        // Linux's i8042_flush reads at most 16 bytes and then needs OBF clear.
+        let mut flushed = 0;
+        while r.status() & status::OBF != 0 && flushed < 17 {
+            r.data();
+            flushed += 1;
+        }
+        assert_eq!(flushed, EVENT_LIMIT);
+        assert_eq!(r.dev.key_backlog(), 0);
+        // Full of keys, a command reply still gets through behind them.
+        while r.dev.key_event(KeyCode::A, true) {}
         r.put(0xEE);
         let bytes = r.drain();
         assert_eq!(bytes.last(), Some(&0xEE));
-        assert!(bytes.len() <= QUEUE_CAPACITY + 1);
-        // Mouse floods too.
+        assert_eq!(bytes.len(), EVENT_LIMIT + 1);
+        // Mouse floods: motion accumulates instead of queueing without end.
         r.cmd(0xD4);
         r.put(0xF4);
+        assert_eq!(r.drain(), vec![0xFA]);
         for _ in 0..1000 {
-            r.dev.mouse_move(1, 1, 1, 7);
+            r.dev.mouse_move(1, -1, 1, 7);
         }
-        assert!(r.drain().len() <= QUEUE_CAPACITY + 4);
+        let bytes = r.drain();
+        assert!(bytes.len() <= EVENT_LIMIT + 3, "{}", bytes.len());
+        assert_eq!(bytes.len() % 3, 0);
+        // The motion that did not fit accumulated and came as one more
+        // packet once the queue drained: saturated at 255, overflow bits set.
+        let last = bytes.chunks(3).last().unwrap();
+        assert_eq!(last, &[0x08 | 0x40 | 0x80 | 0x07, 0xFF, 0xFF]);
     }
 
     #[test]
@@ -1451,6 +1613,65 @@ mod tests {
         }
         r.dev.reset();
         assert_eq!(r.status() & status::OBF, 0);
+    }
+
+    /// SeaBIOS's ps2_keyboard_setup + __ps2_command, step by step.
+    #[test]
+    fn seabios_init_sequence_then_a_key() {
+        let mut r = rig();
+        // i8042_flush, disable both ports, flush, self test, kbd test.
+        assert!(r.drain().is_empty());
+        r.cmd(0xAD);
+        r.cmd(0xA7);
+        assert!(r.drain().is_empty());
+        r.cmd(0xAA);
+        assert_eq!(r.drain(), vec![0x55]);
+        r.cmd(0xAB);
+        assert_eq!(r.drain(), vec![0x00]);
+        // Each ps2_command: CTR with both ports off and no IRQs, then the
+        // keyboard port enabled, then the command, then CTR restored.
+        let mut ctr = ctr::KBD_DIS | ctr::AUX_DIS;
+        let command = |r: &mut Rig, ctr: u8, bytes: &[u8]| -> Vec<u8> {
+            r.set_ctr(ctr & !(ctr::KBD_INT | ctr::AUX_INT));
+            r.set_ctr((ctr & !(ctr::KBD_INT | ctr::AUX_INT)) & !ctr::KBD_DIS);
+            let mut got = Vec::new();
+            for b in bytes {
+                r.put(*b);
+                got.extend(r.drain());
+            }
+            r.set_ctr(ctr);
+            got
+        };
+        assert_eq!(command(&mut r, ctr, &[0xFF]), vec![0xFA, 0xAA]);
+        assert_eq!(command(&mut r, ctr, &[0xF5]), vec![0xFA]);
+        assert_eq!(command(&mut r, ctr, &[0xF0, 0x02]), vec![0xFA, 0xFA]);
+        ctr = ctr::AUX_DIS | ctr::XLATE | ctr::KBD_INT;
+        assert_eq!(command(&mut r, ctr, &[0xF4]), vec![0xFA]);
+        assert!(!r.irq1.level());
+        // A key now raises IRQ 1 with a set-1 code, as handle_09 expects.
+        r.dev.key_event(KeyCode::Down, true);
+        assert!(r.irq1.level());
+        assert_eq!(r.status() & status::AUXB, 0);
+        assert_eq!(r.data(), 0xE0);
+        assert!(r.irq1.level());
+        assert_eq!(r.data(), 0x50);
+        assert!(!r.irq1.level());
+    }
+
+    /// GRUB's at_keyboard reads the command byte by polling port 0x60
+    /// without looking at OBF: repeated reads must keep returning it.
+    #[test]
+    fn grub_at_keyboard_controller_read() {
+        let mut r = rig();
+        r.set_ctr(ctr::AUX_DIS | ctr::XLATE | ctr::KBD_INT);
+        r.cmd(0x20);
+        for _ in 0..5 {
+            assert_eq!(r.data(), ctr::AUX_DIS | ctr::XLATE | ctr::KBD_INT);
+        }
+        // query_mode: F0 00 -> ACK ACK, then the set, translated.
+        r.put(0xF0);
+        r.put(0x00);
+        assert_eq!(r.drain(), vec![0xFA, 0xFA, 0x41]);
     }
 
     #[test]

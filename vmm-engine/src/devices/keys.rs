@@ -635,9 +635,8 @@ pub fn key_by_name(name: &str) -> Option<KeyCode> {
 }
 
 /// Parses a QEMU `sendkey`-style combination such as `ctrl-alt-delete` or
-/// `shift-a` into keys, in press order (release them in reverse). A lone
-/// `-` is not a separator when it stands for the key itself is not
-/// supported: write `minus`.
+/// `shift-a` into keys, in press order (release them in reverse). `-` is
+/// always the separator; the minus key is written `minus`.
 pub fn parse_key_combo(combo: &str) -> Result<Vec<KeyCode>, KeyError> {
     let combo = combo.trim();
     if combo.is_empty() {
