@@ -274,3 +274,23 @@ fn stdin_reaches_the_guest_and_ctrl_a_x_quits() {
     assert_eq!(o.status.code(), Some(0));
     assert!(out.contains("typed by a test.\nDONE"), "{out}");
 }
+
+#[test]
+fn a_fatal_guest_fault_exits_1_with_a_register_report() {
+    require_kvm();
+    let k = guest("tiny", "bootproto.bin");
+    let o = run(&[
+        "run",
+        "--kernel",
+        k.to_str().unwrap(),
+        "--append",
+        "noecho action=fault",
+        "-m",
+        "64",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("emulation failure"), "{err}");
+    assert!(err.contains("RIP=00000000d0000000"), "{err}");
+    assert_eq!(err.matches("guest fault").count(), 1, "{err}");
+}

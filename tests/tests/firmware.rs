@@ -93,11 +93,13 @@ fn keys_injected_at_the_grub_menu_pick_the_second_entry() {
     // GRUB draws its menu (also on COM1) and counts down from 20 s.
     con.wait_for("second", T);
     std::thread::sleep(Duration::from_millis(500));
+    // Keys travel IRQ 1 -> SeaBIOS's handler -> INT 16h -> GRUB; on PVM
+    // hosts interrupt delivery is slow (docs/KEYBOARD.md), so pace them.
     for key in [KeyCode::Down, KeyCode::Enter] {
         vm.key_event(key, true);
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(1000));
         vm.key_event(key, false);
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1500));
     }
     con.wait_for("PICKED-", T);
     assert!(

@@ -184,6 +184,27 @@ impl IrqLine for KvmIrq {
     }
 }
 
+vmm_sys_util::ioctl_io_nr!(KVM_REINJECT_CONTROL, kvm_bindings::KVMIO, 0x71);
+
+/// Drops the PIT's backlog of missed ticks instead of re-injecting them.
+/// Where supervisor code is emulated (PVM), interrupts are delivered slowly,
+/// and with reinjection IRQ 0 stays pending forever and starves IRQ 1 (the
+/// keyboard): see docs/KEYBOARD.md. QEMU's `lost_tick_policy=discard`.
+fn pit_reinject_off(vm: &VmFd) {
+    let rc = kvm_bindings::kvm_reinject_control {
+        pit_reinject: 0,
+        ..Default::default()
+    };
+    // SAFETY: a KVM VM ioctl with a properly sized, initialised struct.
+    let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(vm, KVM_REINJECT_CONTROL(), &rc) };
+    if ret < 0 {
+        log::warn!(
+            "KVM_REINJECT_CONTROL failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Who is told when something visible changes (serial, state, display).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
@@ -355,6 +376,7 @@ impl Vm {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .key_event(key, pressed);
+            m.kick_while_input_pending();
         }
     }
 
@@ -367,6 +389,7 @@ impl Vm {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .mouse_move(dx, dy, dz, buttons);
+            m.kick_while_input_pending();
         }
     }
 
@@ -496,7 +519,7 @@ fn supervise(shared: Arc<Shared>, first: Machine) {
             MachineExit::PowerOff => break StopReason::PowerOff,
             MachineExit::ForcedOff => break StopReason::ForcedOff,
             MachineExit::Fault(report) => {
-                log::error!("{report}");
+                log::debug!("{report}");
                 shared.emit(VmEvent::Fault(report.clone()));
                 break StopReason::Fault(report);
             }
@@ -523,6 +546,7 @@ pub struct Machine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     platform: Platform,
     display_thread: Mutex<Option<JoinHandle<()>>>,
+    kicker_active: std::sync::atomic::AtomicBool,
     _firmware: Option<MmapRegion>,
 }
 
@@ -545,6 +569,7 @@ impl Machine {
             ..Default::default()
         };
         vm_fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        pit_reinject_off(&vm_fd);
 
         // Guest RAM.
         let layout = MemoryLayout::new(spec.memory_mib * MIB);
@@ -653,6 +678,7 @@ impl Machine {
             threads: Mutex::new(Vec::new()),
             platform,
             display_thread: Mutex::new(None),
+            kicker_active: Default::default(),
             _firmware: firmware,
         })
     }
@@ -709,6 +735,44 @@ impl Machine {
                     libc::pthread_kill(t.as_pthread_t(), vcpu::kick_signal());
                 }
             }
+        }
+    }
+
+    /// While the keyboard/mouse interrupt is pending, kick the vCPUs every
+    /// 100 us for up to 2 s: on hosts that emulate supervisor code (PVM) an
+    /// interrupt is only delivered at a VM entry that finds IF=1, so more
+    /// entries mean keys reach the guest (docs/KEYBOARD.md).
+    fn kick_while_input_pending(self: &Arc<Self>) {
+        if self
+            .kicker_active
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let m = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("input-kick".into())
+            .spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < deadline && !m.exit.is_set() {
+                    let pending = m
+                        .platform
+                        .i8042
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .irq_asserted();
+                    if !pending {
+                        break;
+                    }
+                    m.kick_all();
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                m.kicker_active
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.kicker_active
+                .store(false, std::sync::atomic::Ordering::SeqCst);
         }
     }
 

@@ -14,7 +14,8 @@
 ;   \nDONE
 ;   then, by the command line: action=poweroff (default) 0x2000 -> port 0x604,
 ;   action=reset 0xFE -> port 0x64, action=count "tick N" lines forever,
-;   action=halt cli;hlt forever. A poweroff/reset that returns prints
+;   action=halt cli;hlt forever, action=fault jumps to unbacked memory
+;   (0xD0000000) so that KVM reports an emulation failure. A poweroff/reset that returns prints
 ;   "ACTION FAILED" and halts.
 ;
 ; The real-mode entry (QEMU -kernel) only prints "VIREO-TINY realmode" and
@@ -123,11 +124,19 @@ entry64:
         lea     rdi, [rel k_halt]
         call    has_word
         jnz     .halt
+        lea     rdi, [rel k_fault]
+        call    has_word
+        jnz     .fault
         ; action=poweroff, and the default: ACPI S5
         mov     dx, 0x604
         mov     ax, 0x2000
         out     dx, ax
         jmp     .failed
+.fault:
+        ; Jump into the PCI hole, where no memory is: KVM cannot fetch the
+        ; next instruction and stops with an emulation failure.
+        mov     rax, 0xD0000000
+        jmp     rax
 .reset:
         mov     al, 0xFE
         out     0x64, al
@@ -302,5 +311,6 @@ k_noecho:   db "noecho", 0
 k_reset:    db "action=reset", 0
 k_count:    db "action=count", 0
 k_halt:     db "action=halt", 0
+k_fault:    db "action=fault", 0
 
         PM_END
