@@ -62,6 +62,18 @@ fn linux_iso_boots_through_seabios_from_the_cdrom() {
     let mut s = VmSpec::firmware();
     s.memory_mib = 512;
     s.cdrom = Some(guest("linux", "linux.iso"));
+    let dir = tempfile_dir("linux-iso");
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    s.disks.push(vmm_engine::DiskSpec {
+        path: disk.clone(),
+        format: vmm_engine::DiskFormat::Raw,
+        interface: vmm_engine::DiskInterface::Ide,
+        readonly: false,
+    });
     let vm = Vm::create(s).expect("create");
     let mut con = Console::new(vm.events());
     vm.start().expect("start");
@@ -76,8 +88,22 @@ fn linux_iso_boots_through_seabios_from_the_cdrom() {
         "md5 of the kernel read through sr0 differs; output:\n{}",
         &con.text[at..]
     );
+    // Linux writes a pattern to the IDE disk; the host finds it in the image.
+    let at = con.text.len();
+    vm.serial_input(b"echo VIREO-DISK-PATTERN-7f3a | dd of=/dev/sda bs=512 seek=2048 conv=fsync && echo WROTE-$((40+2))\n");
+    con.wait_for_from("WROTE-42", at, T);
     vm.serial_input(b"poweroff -f\n");
     assert_eq!(con.wait_stopped(T), StopReason::PowerOff);
+    let image = std::fs::read(&disk).unwrap();
+    let want = b"VIREO-DISK-PATTERN-7f3a";
+    assert_eq!(&image[2048 * 512..2048 * 512 + want.len()], want);
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let d = vireo_tests::guest_dir().join("work").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("work dir");
+    d
 }
 
 fn md5_hex(data: &[u8]) -> String {

@@ -31,6 +31,37 @@ pub const E820_RAM: u32 = 1;
 pub const E820_RESERVED: u32 = 2;
 pub const E820_ACPI: u32 = 3;
 
+/// One KVM memory slot over guest RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamSlot {
+    pub slot: u32,
+    pub gpa: u64,
+    pub size: u64,
+}
+
+/// The i440FX PAM segments, in PAM order: 0xF0000 (64 KiB), then
+/// 0xC0000..0xEFFFF in 16 KiB pieces.
+pub const PAM_SEGMENTS: [(u64, u64); 13] = [
+    (0xf0000, 0x10000),
+    (0xc0000, 0x4000),
+    (0xc4000, 0x4000),
+    (0xc8000, 0x4000),
+    (0xcc000, 0x4000),
+    (0xd0000, 0x4000),
+    (0xd4000, 0x4000),
+    (0xd8000, 0x4000),
+    (0xdc000, 0x4000),
+    (0xe0000, 0x4000),
+    (0xe4000, 0x4000),
+    (0xe8000, 0x4000),
+    (0xec000, 0x4000),
+];
+/// KVM slot of PAM segment i is PAM_SLOT_BASE + i.
+pub const PAM_SLOT_BASE: u32 = 1;
+pub const LOW_RAM_SLOT: u32 = 14;
+pub const HIGH_RAM_SLOT: u32 = 15;
+pub const BIOS_SLOT: u32 = 16;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct E820Entry {
     pub addr: u64,
@@ -144,6 +175,41 @@ impl MemoryLayout {
         v
     }
 
+    /// The KVM memory slots over guest RAM. The BIOS area 0xC0000-0xFFFFF
+    /// gets one slot per i440FX PAM segment, so that each can be made
+    /// read-only on its own when the firmware locks its shadow.
+    pub fn kvm_slots(&self) -> Vec<RamSlot> {
+        let mut v = vec![RamSlot {
+            slot: 0,
+            gpa: 0,
+            size: self.low.min(VGA_WINDOW_START),
+        }];
+        for (i, (gpa, size)) in PAM_SEGMENTS.iter().enumerate() {
+            if gpa + size <= self.low {
+                v.push(RamSlot {
+                    slot: PAM_SLOT_BASE + i as u32,
+                    gpa: *gpa,
+                    size: *size,
+                });
+            }
+        }
+        if self.low > ONE_MIB {
+            v.push(RamSlot {
+                slot: LOW_RAM_SLOT,
+                gpa: ONE_MIB,
+                size: self.low - ONE_MIB,
+            });
+        }
+        if self.high > 0 {
+            v.push(RamSlot {
+                slot: HIGH_RAM_SLOT,
+                gpa: HIGH_RAM_START,
+                size: self.high,
+            });
+        }
+        v
+    }
+
     /// Allocates the guest RAM.
     pub fn allocate(&self) -> Result<GuestMem, vm_memory::mmap::FromRangesError> {
         GuestMemoryMmap::from_ranges(&self.ranges())
@@ -212,6 +278,34 @@ mod tests {
         let f = l.e820_firmware();
         assert_eq!(f[0].size, 3 * GIB);
         assert_eq!(f.iter().filter(|x| x.kind == E820_RAM).count(), 2);
+    }
+
+    #[test]
+    fn kvm_slots_cover_ram_and_split_the_bios_area() {
+        for total in [64 * MIB, 6 * GIB] {
+            let l = MemoryLayout::new(total);
+            let slots = l.kvm_slots();
+            // Slots are disjoint, cover exactly the RAM ranges, and the
+            // PAM segments are slots of their own.
+            let covered: u64 = slots.iter().map(|s| s.size).sum();
+            let ram: u64 = l.ranges().iter().map(|r| r.1 as u64).sum();
+            assert_eq!(covered, ram);
+            let mut sorted = slots.clone();
+            sorted.sort_by_key(|s| s.gpa);
+            for w in sorted.windows(2) {
+                assert!(w[0].gpa + w[0].size <= w[1].gpa);
+            }
+            for (i, (gpa, size)) in PAM_SEGMENTS.iter().enumerate() {
+                let s = slots
+                    .iter()
+                    .find(|s| s.slot == PAM_SLOT_BASE + i as u32)
+                    .unwrap();
+                assert_eq!((s.gpa, s.size), (*gpa, *size));
+            }
+            let mut ids: Vec<u32> = slots.iter().map(|s| s.slot).collect();
+            ids.dedup();
+            assert_eq!(ids.len(), slots.len());
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::devices::fw_cfg::{boot_path_ide, FwCfg, FW_CFG_PORT_BASE, FW_CFG_PORT
 use crate::devices::i8042::{I8042Port, I8042};
 use crate::devices::ide::{Channel, Ide, Slot, DEVFN as IDE_DEVFN, PRIMARY_IRQ, SECONDARY_IRQ};
 use crate::devices::legacy::{DebugConsole, PostPort, DEBUGCON_PORT, POST_PORT};
-use crate::devices::pci::i440fx::{I440fx, I440FX_DEVFN};
+use crate::devices::pci::i440fx::{I440fx, PamCallback, PamMode, I440FX_DEVFN};
 use crate::devices::pci::piix3::{
     Piix3, ResetControl, SystemControlA, PIIX3_DEVFN, SYSTEM_CONTROL_A_PORT,
 };
@@ -45,17 +45,18 @@ use crate::devices::serial::{SerialDevice, SerialSink, COM1_BASE, COM1_IRQ};
 use crate::devices::vga::{StdVga, VgaHandle, VramMapper, VRAM_SIZE};
 use crate::devices::{IrqLine, PowerHandle};
 use crate::memory::{
-    GuestMem, MemoryLayout, BIOS_AREA_START, ONE_MIB, PCI_HOLE_START, PCI_MMIO_END,
+    GuestMem, MemoryLayout, RamSlot, BIOS_AREA_START, ONE_MIB, PAM_SLOT_BASE, PCI_HOLE_START,
+    PCI_MMIO_END,
 };
 use crate::spec::{BootOrder, BootSpec, DiskFormat, DiskInterface, VmSpec};
-use crate::vm::{KvmIrq, VmError};
+use crate::vm::{delete_slot, set_ram_slot, KvmIrq, VmError};
 
 /// Debian's VGA BIOS for the std VGA.
 pub const DEFAULT_VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
 /// The VGA's PCI slot (00:02.0), as on QEMU's pc.
 pub const VGA_DEVFN: u8 = 0x10;
 /// KVM memory slot of the VGA framebuffer (RAM and BIOS use the ones below).
-pub const VRAM_SLOT: u32 = 8;
+pub const VRAM_SLOT: u32 = 20;
 /// PIRQ A-D routing SeaBIOS programs, and the ACPI _PRT describes.
 pub const PCI_IRQS: [u8; 4] = [10, 10, 11, 11];
 
@@ -79,6 +80,37 @@ impl Platform {
             .clear();
         let _ = io_bus.remove(PCI_CONFIG_PORT);
     }
+}
+
+/// Honours the i440FX PAM registers: a segment the firmware makes read-only
+/// becomes a read-only KVM slot (guest writes to it are dropped); the other
+/// modes map the shadow RAM read-write. ("Off" would send accesses to the
+/// ROM; the shadow holds the ROM's own bytes until the firmware unlocks it,
+/// so RAM stands in for it.)
+fn pam_handler(vm: Arc<VmFd>, mem: GuestMem, layout: &MemoryLayout) -> PamCallback {
+    let slots: Vec<RamSlot> = layout
+        .kvm_slots()
+        .into_iter()
+        .filter(|s| (PAM_SLOT_BASE..PAM_SLOT_BASE + 13).contains(&s.slot))
+        .collect();
+    let applied = Mutex::new([false; 13]);
+    Box::new(move |modes: &[PamMode; 13]| {
+        let mut applied = applied.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, mode) in modes.iter().enumerate() {
+            let ro = *mode == PamMode::ReadOnly;
+            if applied[i] == ro {
+                continue;
+            }
+            let Some(slot) = slots.iter().find(|s| s.slot == PAM_SLOT_BASE + i as u32) else {
+                continue;
+            };
+            let res = delete_slot(&vm, slot.slot).and_then(|_| set_ram_slot(&vm, &mem, *slot, ro));
+            match res {
+                Ok(()) => applied[i] = ro,
+                Err(e) => log::warn!("PAM segment {:#x}: {e}", slot.gpa),
+            }
+        }
+    })
 }
 
 /// The framebuffer as a KVM slot with dirty logging.
@@ -258,7 +290,7 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
         let mut root = pci_root.lock().unwrap_or_else(|e| e.into_inner());
         root.set_port_cf9(Arc::new(Mutex::new(ResetControl::new(power.clone()))));
         let mut host = I440fx::new();
-        host.set_pam_callback(Box::new(|pam| log::debug!("PAM now {pam:?}")));
+        host.set_pam_callback(pam_handler(vm_fd.clone(), mem.clone(), layout));
         root.add_device(I440FX_DEVFN, Arc::new(Mutex::new(host)));
         root.add_device(
             PIIX3_DEVFN,

@@ -16,14 +16,16 @@ use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MmapRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, MmapRegion};
 
 use crate::boot;
 use crate::bus::Bus;
 use crate::devices::keys::KeyCode;
 use crate::devices::{IrqLine, PowerEvent, PowerHandle};
 use crate::display::Display;
-use crate::memory::{GuestMem, MemoryLayout, KVM_IDENTITY_MAP, KVM_TSS, MIB, ONE_MIB};
+use crate::memory::{
+    GuestMem, MemoryLayout, RamSlot, BIOS_SLOT, KVM_IDENTITY_MAP, KVM_TSS, MIB, ONE_MIB,
+};
 use crate::platform::{self, Platform};
 use crate::spec::{BootSpec, VmSpec};
 use crate::vcpu::{self, ExitCell, MachineExit, PauseGate, VcpuContext};
@@ -576,23 +578,9 @@ impl Machine {
         let mem = layout.allocate().map_err(|e| {
             VmError::Memory(format!("cannot allocate {} MiB: {e}", spec.memory_mib))
         })?;
-        for (slot, region) in mem.iter().enumerate() {
-            let host = region
-                .get_host_address(vm_memory::MemoryRegionAddress(0))
-                .map_err(|e| VmError::Memory(e.to_string()))?;
-            let r = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start_addr().raw_value(),
-                memory_size: region.len(),
-                userspace_addr: host as u64,
-            };
-            // SAFETY: the region is owned by `mem`, which the Machine keeps
-            // alive for as long as the VM fd exists.
-            unsafe { vm_fd.set_user_memory_region(r) }
-                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        for slot in layout.kvm_slots() {
+            set_ram_slot(&vm_fd, &mem, slot, false)?;
         }
-        let next_slot = mem.num_regions() as u32;
 
         let exit = Arc::new(ExitCell::default());
         let power = {
@@ -662,7 +650,7 @@ impl Machine {
             }
             BootSpec::Firmware(fw) => {
                 let path = fw.bios.clone().unwrap_or_else(|| DEFAULT_BIOS.into());
-                firmware = Some(load_firmware(&vm_fd, &mem, &path, next_slot)?);
+                firmware = Some(load_firmware(&vm_fd, &mem, &path, BIOS_SLOT)?);
             }
         }
 
@@ -824,6 +812,44 @@ impl Machine {
         self.platform.teardown(&self.io_bus);
         let _ = &self.vm_fd;
     }
+}
+
+/// Registers (or re-registers) a KVM slot over guest RAM.
+pub(crate) fn set_ram_slot(
+    vm_fd: &VmFd,
+    mem: &GuestMem,
+    slot: RamSlot,
+    readonly: bool,
+) -> Result<(), VmError> {
+    let host = mem
+        .get_host_address(GuestAddress(slot.gpa))
+        .map_err(|e| VmError::Memory(format!("slot {}: {e}", slot.slot)))?;
+    // The whole slot must lie in one region of `mem`.
+    mem.get_slice(GuestAddress(slot.gpa), slot.size as usize)
+        .map_err(|e| VmError::Memory(format!("slot {}: {e}", slot.slot)))?;
+    let r = kvm_userspace_memory_region {
+        slot: slot.slot,
+        flags: if readonly { KVM_MEM_READONLY } else { 0 },
+        guest_phys_addr: slot.gpa,
+        memory_size: slot.size,
+        userspace_addr: host as u64,
+    };
+    // SAFETY: the memory is owned by `mem`, which the Machine keeps alive for
+    // as long as the VM fd exists.
+    unsafe { vm_fd.set_user_memory_region(r) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))
+}
+
+/// Removes a KVM slot.
+pub(crate) fn delete_slot(vm_fd: &VmFd, slot: u32) -> Result<(), VmError> {
+    let r = kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: 0,
+        userspace_addr: 0,
+    };
+    // SAFETY: deleting a slot touches no host memory.
+    unsafe { vm_fd.set_user_memory_region(r) }.map_err(kvm_err("deleting a memory slot"))
 }
 
 /// Maps a BIOS image so it ends at 4 GiB (read-only), and copies its last
