@@ -4,6 +4,7 @@
 //! device can be unit-tested without /dev/kvm.
 
 pub mod pci;
+pub mod virtio;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,593 @@
+//! virtio-blk through the transport, driven by a Rust "guest" driver.
+
+mod virtio_common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vm_memory::{Bytes, GuestAddress};
+use vmm_engine::devices::pci::PciDevice;
+use vmm_engine::devices::virtio::blk::{self, Blk};
+use vmm_engine::devices::virtio::event_loop::EventLoop;
+use vmm_engine::devices::virtio::pci::{common, VirtioPciDevice, NO_VECTOR};
+use vmm_engine::devices::virtio::{open_disk, status, F_VERSION_1};
+use vmm_engine::devices::RecordingIrq;
+use vmm_engine::DiskFormat;
+
+use virtio_common::*;
+
+const T: Duration = Duration::from_secs(10);
+const MEM: usize = 64 << 20;
+const DISK_SECTORS: u64 = 2048; // 1 MiB
+const ALL: u64 = u64::MAX;
+
+struct Setup {
+    drv: Driver,
+    msi: Arc<RecordingMsi>,
+    irq: Arc<RecordingIrq>,
+    path: std::path::PathBuf,
+    _el: EventLoop,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(tag: &str) -> TempDir {
+    let p = std::env::temp_dir().join(format!("vireo-virtio-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    TempDir(p)
+}
+
+fn setup(tag: &str, read_only: bool, fill: u8) -> Setup {
+    let dir = tempdir(tag);
+    let path = dir.0.join("disk.raw");
+    std::fs::write(&path, vec![fill; (DISK_SECTORS * 512) as usize]).unwrap();
+    let disk = open_disk(&path, DiskFormat::Raw, read_only).unwrap();
+    let el = EventLoop::start("virtio-test").unwrap();
+    let msi = RecordingMsi::new();
+    let irq = RecordingIrq::new();
+    let mem = guest_memory(MEM);
+    let dev = VirtioPciDevice::new(
+        Box::new(Blk::new(disk, "vireo-serial-0123456789")),
+        mem.clone(),
+        msi.clone(),
+        irq.clone(),
+        el.handle(),
+    )
+    .unwrap();
+    let drv = Driver::new(dev, mem, 0x10_0000);
+    Setup {
+        drv,
+        msi,
+        irq,
+        path,
+        _el: el,
+        _dir: dir,
+    }
+}
+
+/// Negotiates everything, sets up queue 0 (vector 1) with MSI-X.
+fn ready(s: &mut Setup) -> u64 {
+    let f = s.drv.negotiate(ALL);
+    s.drv.enable_msix(2);
+    s.drv.common_wr(common::MSIX_CONFIG, 2, 0);
+    s.drv.setup_queue(0, 64, 1);
+    s.drv.driver_ok();
+    f
+}
+
+/// A request buffer area: header at +0, status at +16, data at +4096.
+struct Req {
+    hdr: u64,
+    st: u64,
+}
+
+fn req_area(d: &mut Driver) -> Req {
+    let hdr = d.alloc(16, 16);
+    let st = d.alloc(1, 1);
+    Req { hdr, st }
+}
+
+fn write_hdr(d: &Driver, at: u64, ty: u32, sector: u64) {
+    d.mem.write_obj(ty, GuestAddress(at)).unwrap();
+    d.mem.write_obj(0u32, GuestAddress(at + 4)).unwrap();
+    d.mem.write_obj(sector, GuestAddress(at + 8)).unwrap();
+}
+
+/// Runs a request: header, then `data` descriptors, then the status byte.
+/// Returns (status, used len).
+fn run(d: &mut Driver, ty: u32, sector: u64, data: &[(u64, u32, u16)]) -> (u8, u32) {
+    let r = req_area(d);
+    write_hdr(d, r.hdr, ty, sector);
+    d.mem.write_obj(0xeeu8, GuestAddress(r.st)).unwrap();
+    let mut chain = vec![(r.hdr, 16, 0)];
+    chain.extend_from_slice(data);
+    chain.push((r.st, 1, DESC_F_WRITE));
+    let head = d.add_chain(0, &chain);
+    d.kick(0);
+    let (id, len) = d.wait_used(0, T);
+    assert_eq!(id, head);
+    (d.mem.read_obj(GuestAddress(r.st)).unwrap(), len)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn file_bytes(s: &Setup, off: u64, len: usize) -> Vec<u8> {
+    let all = std::fs::read(&s.path).unwrap();
+    all[off as usize..off as usize + len].to_vec()
+}
+
+#[test]
+fn pci_identity_features_and_config() {
+    let mut s = setup("ident", false, 0);
+    let d = &mut s.drv;
+    assert_eq!(cfg16(&mut d.dev, 0), 0x1af4);
+    assert_eq!(cfg16(&mut d.dev, 2), 0x1042);
+    assert_eq!(cfg8(&mut d.dev, 8), 1, "revision 1: modern only");
+    assert_eq!(cfg32(&mut d.dev, 8) >> 8, 0x018000);
+    assert_eq!(cfg16(&mut d.dev, 0x2c), 0x1af4);
+    assert_ne!(cfg16(&mut d.dev, 0x2e), 0);
+    assert_eq!(cfg8(&mut d.dev, 0x3d), 1, "INTA");
+    // MSI-X: queues + 1 vectors, table and PBA in BAR4.
+    let ctrl = cfg16(&mut d.dev, d.msix_cap + 2);
+    assert_eq!(ctrl & 0x7ff, 1);
+    assert_eq!(cfg32(&mut d.dev, d.msix_cap + 8) & 7, 4);
+    assert_eq!(d.notify_mult, 4);
+    assert_ne!(d.pci_cfg_cap, 0, "PCI cfg access capability");
+    for r in [d.common, d.notify, d.isr, d.device] {
+        assert_eq!(r.bar, 4);
+        assert!(r.length > 0);
+    }
+    let f = d.device_features();
+    for bit in [32u32, 2, 6, 9, 13, 14] {
+        assert_ne!(f & (1 << bit), 0, "feature bit {bit}");
+    }
+    assert_eq!(f & blk::F_RO, 0);
+    assert_eq!(d.common_rd(common::NUM_QUEUES, 2), 1);
+    let dev_off = d.device.offset;
+    assert_eq!(d.bar_rd(dev_off, 8), DISK_SECTORS, "capacity");
+    assert_eq!(d.bar_rd(dev_off + 12, 4), blk::SEG_MAX as u64);
+    assert_eq!(d.bar_rd(dev_off + 20, 4), 512, "blk_size");
+    assert_eq!(d.bar_rd(dev_off + 40, 4), blk::MAX_DISCARD_SEG as u64);
+    // Capacity read as two 32-bit halves gives the same.
+    assert_eq!(
+        d.bar_rd(dev_off, 4) | d.bar_rd(dev_off + 4, 4) << 32,
+        DISK_SECTORS
+    );
+}
+
+#[test]
+fn feature_negotiation_requires_version_1_and_known_bits() {
+    let mut s = setup("feat", false, 0);
+    let d = &mut s.drv;
+    d.set_status(status::ACKNOWLEDGE | status::DRIVER);
+    d.write_driver_features(blk::F_FLUSH); // no VERSION_1
+    d.set_status(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    assert_eq!(d.status() & status::FEATURES_OK, 0);
+    d.set_status(0);
+    d.set_status(status::ACKNOWLEDGE | status::DRIVER);
+    d.write_driver_features(F_VERSION_1 | 1 << 40); // a bit the device lacks
+    d.set_status(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    assert_eq!(d.status() & status::FEATURES_OK, 0);
+    let f = d.negotiate(F_VERSION_1 | blk::F_FLUSH);
+    assert_eq!(f, F_VERSION_1 | blk::F_FLUSH);
+    d.common_wr(common::DRIVER_FEATURE_SELECT, 4, 0);
+    assert_eq!(d.common_rd(common::DRIVER_FEATURE, 4), blk::F_FLUSH);
+    // Features are frozen after FEATURES_OK.
+    d.common_wr(common::DRIVER_FEATURE, 4, 0);
+    assert_eq!(d.common_rd(common::DRIVER_FEATURE, 4), blk::F_FLUSH);
+    // DRIVER_OK with no valid queue is fine (no queue enabled); one with a
+    // queue outside memory is refused with NEEDS_RESET.
+    d.common_wr(common::QUEUE_SELECT, 2, 0);
+    d.common_wr(common::QUEUE_DESC, 8, 0x4000_0000);
+    d.common_wr(common::QUEUE_ENABLE, 2, 1);
+    let st = d.status();
+    d.set_status(st | status::DRIVER_OK);
+    assert_eq!(d.status() & status::DRIVER_OK, 0);
+    assert_ne!(d.status() & status::NEEDS_RESET, 0);
+}
+
+#[test]
+fn write_flush_read_back() {
+    let mut s = setup("rw", false, 0);
+    ready(&mut s);
+    let d = &mut s.drv;
+    let data = pattern(3 * 512, 7);
+    let buf = d.alloc(4096, 4096);
+    d.mem.write_slice(&data, GuestAddress(buf)).unwrap();
+    // Data split over two descriptors, as a scatter list.
+    let (st, len) = run(d, blk::T_OUT, 5, &[(buf, 1024, 0), (buf + 1024, 512, 0)]);
+    assert_eq!((st, len), (blk::S_OK, 1));
+    let (st, _) = run(d, blk::T_FLUSH, 0, &[]);
+    assert_eq!(st, blk::S_OK);
+    assert_eq!(file_bytes(&s, 5 * 512, 3 * 512), data, "on the image");
+    let d = &mut s.drv;
+    let back = d.alloc(4096, 4096);
+    let (st, len) = run(
+        d,
+        blk::T_IN,
+        5,
+        &[(back, 512, DESC_F_WRITE), (back + 512, 1024, DESC_F_WRITE)],
+    );
+    assert_eq!((st, len), (blk::S_OK, 3 * 512 + 1));
+    let mut got = vec![0u8; 3 * 512];
+    d.mem.read_slice(&mut got, GuestAddress(back)).unwrap();
+    assert_eq!(got, data);
+    // Each completion was an MSI-X message on vector 1.
+    assert!(s.msi.count_data(1) >= 3, "msi: {:?}", s.msi.messages());
+    assert!(!s.irq.level(), "INTx stays low with MSI-X on");
+}
+
+#[test]
+fn last_sector_and_past_the_end() {
+    let mut s = setup("end", false, 0x5a);
+    ready(&mut s);
+    let d = &mut s.drv;
+    let buf = d.alloc(1024, 4096);
+    let (st, _) = run(d, blk::T_IN, DISK_SECTORS - 1, &[(buf, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_OK);
+    let (st, _) = run(d, blk::T_IN, DISK_SECTORS - 1, &[(buf, 1024, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_IOERR, "crosses the end");
+    let (st, _) = run(d, blk::T_OUT, DISK_SECTORS, &[(buf, 512, 0)]);
+    assert_eq!(st, blk::S_IOERR);
+    let (st, _) = run(d, blk::T_IN, u64::MAX / 256, &[(buf, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_IOERR, "sector * 512 overflows");
+    let (st, _) = run(d, blk::T_IN, 0, &[(buf, 100, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_IOERR, "not a whole sector");
+    assert_eq!(
+        std::fs::metadata(&s.path).unwrap().len(),
+        DISK_SECTORS * 512,
+        "image not grown"
+    );
+}
+
+#[test]
+fn discard_and_write_zeroes() {
+    let mut s = setup("discard", false, 0xaa);
+    let f = ready(&mut s);
+    assert_ne!(f & blk::F_DISCARD, 0);
+    assert_ne!(f & blk::F_WRITE_ZEROES, 0);
+    let d = &mut s.drv;
+    let seg = d.alloc(32, 16);
+    // Two ranges: sectors 10..14 and 100..101.
+    for (i, (sector, n)) in [(10u64, 4u32), (100, 1)].iter().enumerate() {
+        let a = seg + 16 * i as u64;
+        d.mem.write_obj(*sector, GuestAddress(a)).unwrap();
+        d.mem.write_obj(*n, GuestAddress(a + 8)).unwrap();
+        d.mem.write_obj(0u32, GuestAddress(a + 12)).unwrap();
+    }
+    let (st, _) = run(d, blk::T_DISCARD, 0, &[(seg, 32, 0)]);
+    assert_eq!(st, blk::S_OK);
+    let img = std::fs::read(&s.path).unwrap();
+    assert!(img[10 * 512..14 * 512].iter().all(|&b| b == 0));
+    assert!(img[100 * 512..101 * 512].iter().all(|&b| b == 0));
+    assert!(img[9 * 512..10 * 512].iter().all(|&b| b == 0xaa));
+    assert!(img[14 * 512..15 * 512].iter().all(|&b| b == 0xaa));
+    // Write zeroes with the UNMAP flag, sectors 200..208.
+    let d = &mut s.drv;
+    d.mem.write_obj(200u64, GuestAddress(seg)).unwrap();
+    d.mem.write_obj(8u32, GuestAddress(seg + 8)).unwrap();
+    d.mem.write_obj(1u32, GuestAddress(seg + 12)).unwrap();
+    let (st, _) = run(d, blk::T_WRITE_ZEROES, 0, &[(seg, 16, 0)]);
+    assert_eq!(st, blk::S_OK);
+    // Read back through the device.
+    let buf = d.alloc(8 * 512, 4096);
+    d.mem
+        .write_slice(&[0x77u8; 8 * 512], GuestAddress(buf))
+        .unwrap();
+    let (st, _) = run(d, blk::T_IN, 200, &[(buf, 8 * 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_OK);
+    let mut got = vec![1u8; 8 * 512];
+    d.mem.read_slice(&mut got, GuestAddress(buf)).unwrap();
+    assert!(got.iter().all(|&b| b == 0));
+    // A discard with flags, a range past the end, a ragged segment list.
+    d.mem.write_obj(1u32, GuestAddress(seg + 12)).unwrap();
+    let (st, _) = run(d, blk::T_DISCARD, 0, &[(seg, 16, 0)]);
+    assert_eq!(st, blk::S_UNSUPP, "discard with UNMAP flag");
+    d.mem.write_obj(0u32, GuestAddress(seg + 12)).unwrap();
+    d.mem
+        .write_obj(DISK_SECTORS - 2, GuestAddress(seg))
+        .unwrap();
+    let (st, _) = run(d, blk::T_DISCARD, 0, &[(seg, 16, 0)]);
+    assert_eq!(st, blk::S_IOERR, "range past the end");
+    let (st, _) = run(d, blk::T_DISCARD, 0, &[(seg, 12, 0)]);
+    assert_eq!(st, blk::S_IOERR, "partial segment");
+}
+
+#[test]
+fn get_id_and_unsupported() {
+    let mut s = setup("id", false, 0);
+    ready(&mut s);
+    let d = &mut s.drv;
+    let buf = d.alloc(64, 16);
+    let (st, len) = run(d, blk::T_GET_ID, 0, &[(buf, 20, DESC_F_WRITE)]);
+    assert_eq!((st, len), (blk::S_OK, 21));
+    let mut id = [0u8; 20];
+    d.mem.read_slice(&mut id, GuestAddress(buf)).unwrap();
+    assert_eq!(&id, b"vireo-serial-0123456");
+    let (st, len) = run(d, 99, 0, &[]);
+    assert_eq!((st, len), (blk::S_UNSUPP, 1));
+}
+
+#[test]
+fn read_only_refuses_writes() {
+    let mut s = setup("ro", true, 0x3c);
+    let f = ready(&mut s);
+    assert_ne!(f & blk::F_RO, 0, "RO feature offered");
+    let d = &mut s.drv;
+    let buf = d.alloc(4096, 4096);
+    d.mem
+        .write_slice(&[0x11u8; 512], GuestAddress(buf))
+        .unwrap();
+    let (st, _) = run(d, blk::T_OUT, 0, &[(buf, 512, 0)]);
+    assert_eq!(st, blk::S_IOERR);
+    let seg = d.alloc(16, 16);
+    d.mem.write_obj(0u64, GuestAddress(seg)).unwrap();
+    d.mem.write_obj(1u32, GuestAddress(seg + 8)).unwrap();
+    let (st, _) = run(d, blk::T_WRITE_ZEROES, 0, &[(seg, 16, 0)]);
+    assert_eq!(st, blk::S_IOERR);
+    let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_OK, "reads still work");
+    assert!(std::fs::read(&s.path).unwrap().iter().all(|&b| b == 0x3c));
+}
+
+#[test]
+fn malformed_chains_get_errors_not_panics() {
+    let mut s = setup("bad", false, 0);
+    ready(&mut s);
+    let d = &mut s.drv;
+    let buf = d.alloc(4096, 4096);
+
+    // Header too short.
+    let r = req_area(d);
+    write_hdr(d, r.hdr, blk::T_IN, 0);
+    d.add_chain(0, &[(r.hdr, 8, 0), (r.st, 1, DESC_F_WRITE)]);
+    d.kick(0);
+    d.wait_used(0, T);
+    assert_eq!(
+        d.mem.read_obj::<u8>(GuestAddress(r.st)).unwrap(),
+        blk::S_IOERR
+    );
+
+    // Wrong direction: a device-readable buffer after the writable status.
+    let r = req_area(d);
+    write_hdr(d, r.hdr, blk::T_OUT, 0);
+    d.add_chain(
+        0,
+        &[
+            (r.hdr, 16, 0),
+            (buf, 512, DESC_F_WRITE),
+            (r.st, 1, DESC_F_WRITE),
+            (buf, 512, 0),
+        ],
+    );
+    d.kick(0);
+    d.wait_used(0, T);
+    // The status is the last writable byte seen: here r.st.
+    assert_eq!(
+        d.mem.read_obj::<u8>(GuestAddress(r.st)).unwrap(),
+        blk::S_IOERR
+    );
+
+    // Data buffer outside guest RAM.
+    let (st, _) = run(d, blk::T_IN, 0, &[(0x7_0000_0000, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_IOERR);
+    let (st, _) = run(d, blk::T_OUT, 0, &[(u64::MAX - 100, 512, 0)]);
+    assert_eq!(st, blk::S_IOERR);
+
+    // Excessive length: 48 MiB inside RAM, over the request limit.
+    let big = 8 << 20;
+    let (st, _) = run(d, blk::T_IN, 0, &[(big, 48 << 20, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_IOERR);
+
+    // A loop: hdr -> data -> status -> data -> status ...
+    let r = req_area(d);
+    write_hdr(d, r.hdr, blk::T_IN, 0);
+    d.mem.write_obj(0xeeu8, GuestAddress(r.st)).unwrap();
+    let table = d.desc_table(0);
+    let ix = d.take_descs(0, 3);
+    write_desc(&d.mem, table, ix[0], r.hdr, 16, DESC_F_NEXT, ix[1]);
+    write_desc(
+        &d.mem,
+        table,
+        ix[1],
+        r.st,
+        1,
+        DESC_F_WRITE | DESC_F_NEXT,
+        ix[2],
+    );
+    write_desc(
+        &d.mem,
+        table,
+        ix[2],
+        r.st,
+        1,
+        DESC_F_WRITE | DESC_F_NEXT,
+        ix[1],
+    );
+    d.publish_raw(0, ix[0]);
+    d.kick(0);
+    let (id, _) = d.wait_used(0, T);
+    assert_eq!(id, ix[0]);
+    assert_eq!(
+        d.mem.read_obj::<u8>(GuestAddress(r.st)).unwrap(),
+        blk::S_IOERR
+    );
+
+    // A next index past the table and no writable byte: dropped, len 0.
+    let ix = d.take_descs(0, 1);
+    write_desc(&d.mem, table, ix[0], r.hdr, 16, DESC_F_NEXT, 5000);
+    d.publish_raw(0, ix[0]);
+    d.kick(0);
+    let (id, len) = d.wait_used(0, T);
+    assert_eq!((id, len), (ix[0], 0));
+
+    // An indirect table that points outside RAM.
+    let ix = d.take_descs(0, 1);
+    write_desc(&d.mem, table, ix[0], 0x9_0000_0000, 64, DESC_F_INDIRECT, 0);
+    d.publish_raw(0, ix[0]);
+    d.kick(0);
+    let (id, len) = d.wait_used(0, T);
+    assert_eq!((id, len), (ix[0], 0));
+
+    // A valid request through an indirect table still works afterwards.
+    let r = req_area(d);
+    write_hdr(d, r.hdr, blk::T_OUT, 3);
+    d.mem
+        .write_slice(&[0x42u8; 512], GuestAddress(buf))
+        .unwrap();
+    let ind = d.alloc(48, 16);
+    write_desc(&d.mem, ind, 0, r.hdr, 16, DESC_F_NEXT, 1);
+    write_desc(&d.mem, ind, 1, buf, 512, DESC_F_NEXT, 2);
+    write_desc(&d.mem, ind, 2, r.st, 1, DESC_F_WRITE, 0);
+    let ix = d.take_descs(0, 1);
+    write_desc(&d.mem, table, ix[0], ind, 48, DESC_F_INDIRECT, 0);
+    d.publish_raw(0, ix[0]);
+    d.kick(0);
+    d.wait_used(0, T);
+    assert_eq!(d.mem.read_obj::<u8>(GuestAddress(r.st)).unwrap(), blk::S_OK);
+    assert!(file_bytes(&s, 3 * 512, 512).iter().all(|&b| b == 0x42));
+}
+
+#[test]
+fn reset_returns_queues_to_initial_state() {
+    let mut s = setup("reset", false, 0);
+    ready(&mut s);
+    let d = &mut s.drv;
+    let buf = d.alloc(512, 512);
+    let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_OK);
+    d.set_status(0);
+    assert_eq!(d.status(), 0);
+    d.common_wr(common::QUEUE_SELECT, 2, 0);
+    assert_eq!(d.common_rd(common::QUEUE_SIZE, 2), blk::QUEUE_SIZE as u64);
+    assert_eq!(d.common_rd(common::QUEUE_ENABLE, 2), 0);
+    assert_eq!(d.common_rd(common::QUEUE_DESC, 8), 0);
+    assert_eq!(d.common_rd(common::QUEUE_DRIVER, 8), 0);
+    assert_eq!(d.common_rd(common::QUEUE_DEVICE, 8), 0);
+    assert_eq!(d.common_rd(common::QUEUE_MSIX_VECTOR, 2), NO_VECTOR as u64);
+    assert_eq!(d.common_rd(common::MSIX_CONFIG, 2), NO_VECTOR as u64);
+    d.common_wr(common::DRIVER_FEATURE_SELECT, 4, 1);
+    assert_eq!(d.common_rd(common::DRIVER_FEATURE, 4), 0);
+    // A fresh queue elsewhere works from index 0 again.
+    d.queues.clear();
+    ready(&mut s);
+    let d = &mut s.drv;
+    let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_OK);
+    assert_eq!(d.used_idx(0), 1);
+}
+
+#[test]
+fn intx_fallback_and_isr() {
+    let mut s = setup("intx", false, 0);
+    s.drv.negotiate(ALL);
+    s.drv.setup_queue(0, 16, NO_VECTOR);
+    s.drv.driver_ok();
+    let d = &mut s.drv;
+    let buf = d.alloc(512, 512);
+    let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_OK);
+    assert!(wait_for(T, || s.irq.level()), "INTx raised");
+    assert_eq!(s.drv.read_isr() & 1, 1, "ISR queue bit");
+    assert!(!s.irq.level(), "ISR read lowers the line");
+    assert_eq!(s.drv.read_isr(), 0, "ISR read clears");
+    assert!(s.msi.messages().is_empty());
+}
+
+#[test]
+fn masked_msix_vector_is_pending_then_delivered() {
+    let mut s = setup("mask", false, 0);
+    ready(&mut s);
+    let d = &mut s.drv;
+    let tbl = (cfg32(&mut d.dev, d.msix_cap + 4) & !7) as u64;
+    let pba = (cfg32(&mut d.dev, d.msix_cap + 8) & !7) as u64;
+    d.bar_wr(tbl + 16 + 12, 4, 1); // mask vector 1
+    let before = s.msi.count_data(1);
+    let buf = d.alloc(512, 512);
+    let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_OK);
+    let d = &mut s.drv;
+    assert!(wait_for(T, || d.bar_rd(pba, 8) & 2 != 0), "pending bit");
+    assert_eq!(s.msi.count_data(1), before);
+    d.bar_wr(tbl + 16 + 12, 4, 0); // unmask
+    assert_eq!(s.msi.count_data(1), before + 1);
+    assert_eq!(d.bar_rd(pba, 8) & 2, 0);
+}
+
+#[test]
+fn pci_cfg_access_capability_reaches_the_bar() {
+    let mut s = setup("cfgcap", false, 0);
+    let d = &mut s.drv;
+    let c = d.pci_cfg_cap;
+    // Read num_queues (2 bytes at common + 0x12) through the window.
+    d.dev.config_write(c + 4, &[4]);
+    d.dev.config_write(
+        c + 8,
+        &((d.common.offset + common::NUM_QUEUES) as u32).to_le_bytes(),
+    );
+    d.dev.config_write(c + 12, &2u32.to_le_bytes());
+    assert_eq!(cfg16(&mut d.dev, c + 16), 1);
+    // Write the device status through it.
+    d.dev.config_write(
+        c + 8,
+        &((d.common.offset + common::DEVICE_STATUS) as u32).to_le_bytes(),
+    );
+    d.dev.config_write(c + 12, &1u32.to_le_bytes());
+    d.dev.config_write(c + 16, &[status::ACKNOWLEDGE]);
+    assert_eq!(d.status(), status::ACKNOWLEDGE);
+    // A window past the BAR does nothing.
+    d.dev.config_write(c + 8, &0xffff_fff0u32.to_le_bytes());
+    d.dev.config_write(c + 16, &[0x55]);
+    assert_eq!(d.status(), status::ACKNOWLEDGE);
+}
+
+#[test]
+fn hostile_register_values_are_ignored() {
+    let mut s = setup("hostile", false, 0);
+    let d = &mut s.drv;
+    d.negotiate(ALL);
+    // Select a queue that does not exist, poke everything.
+    d.common_wr(common::QUEUE_SELECT, 2, 77);
+    assert_eq!(d.common_rd(common::QUEUE_SIZE, 2), 0);
+    d.common_wr(common::QUEUE_SIZE, 2, 64);
+    d.common_wr(common::QUEUE_ENABLE, 2, 1);
+    d.common_wr(common::QUEUE_DESC, 8, 0x1000);
+    d.common_wr(common::QUEUE_MSIX_VECTOR, 2, 0);
+    assert_eq!(d.common_rd(common::QUEUE_MSIX_VECTOR, 2), NO_VECTOR as u64);
+    // Queue 0: not a power of two, too big; a vector past the table.
+    d.common_wr(common::QUEUE_SELECT, 2, 0);
+    d.common_wr(common::QUEUE_SIZE, 2, 100);
+    assert_eq!(d.common_rd(common::QUEUE_SIZE, 2), blk::QUEUE_SIZE as u64);
+    d.common_wr(common::QUEUE_SIZE, 2, 1024);
+    assert_eq!(d.common_rd(common::QUEUE_SIZE, 2), blk::QUEUE_SIZE as u64);
+    d.common_wr(common::QUEUE_MSIX_VECTOR, 2, 9);
+    assert_eq!(d.common_rd(common::QUEUE_MSIX_VECTOR, 2), NO_VECTOR as u64);
+    // Odd sizes and offsets everywhere in the BAR: no panic.
+    for off in (0..0x8000u64).step_by(7) {
+        for len in [1usize, 2, 3, 4, 8] {
+            let mut b = vec![0u8; len];
+            d.dev.bar_read(4, off, &mut b);
+            if !(0x14..0x16).contains(&off) && !(0x3000..0x4000).contains(&off) {
+                d.dev.bar_write(4, off, &b);
+            }
+        }
+    }
+    d.dev.bar_read(4, u64::MAX, &mut [0u8; 4]);
+    d.dev.bar_write(4, u64::MAX - 1, &[1, 2, 3, 4]);
+    d.dev.bar_write(0, 0, &[1]);
+    for off in 0..300usize {
+        let mut b = [0u8; 4];
+        d.dev.config_read(off, &mut b);
+    }
+}
