@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod devices;
+pub mod net;
 pub mod spec;
 
 pub use spec::{

@@ -1,0 +1,477 @@
+//! virtio-net through the transport against a real TAP on a real kernel
+//! bridge, all inside a network namespace the test creates (br100 at
+//! 10.0.0.1/24). The host's own namespace is never touched. Needs root and
+//! /dev/net/tun: without them these tests FAIL, saying so.
+
+mod virtio_common;
+
+use std::collections::HashMap;
+use std::os::unix::io::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use vm_memory::{Bytes, GuestAddress};
+use vmm_engine::devices::virtio::event_loop::{EventLoop, EventLoopHandle};
+use vmm_engine::devices::virtio::net::{self as vnet, Net};
+use vmm_engine::devices::virtio::pci::VirtioPciDevice;
+use vmm_engine::devices::virtio::F_VERSION_1;
+use vmm_engine::devices::RecordingIrq;
+use vmm_engine::net::{self, NetError, Tap};
+
+use virtio_common::*;
+
+const T: Duration = Duration::from_secs(10);
+const BUF: u64 = 2048;
+const HDR: usize = 12;
+const GUEST_IP: [u8; 4] = [10, 0, 0, 2];
+const BRIDGE_IP: [u8; 4] = [10, 0, 0, 1];
+
+fn require_root_and_tun() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "virtio-net tests need root (network namespaces, TAPs, bridges); run them as root"
+    );
+    assert!(
+        std::path::Path::new("/dev/net/tun").exists(),
+        "virtio-net tests need /dev/net/tun: modprobe tun"
+    );
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip(8)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with bridge br100 at 10.0.0.1/24, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn create(tag: &str) -> Netns {
+        require_root_and_tun();
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "vireo-test-{}-{tag}{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "sysctl", "-qw"])
+            .args([
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])
+            .status();
+        for cmd in [
+            "link set lo up",
+            "link add br100 type bridge",
+            "addr add 10.0.0.1/24 dev br100",
+            "link set br100 up",
+        ] {
+            let mut a = vec!["-n", ns.name.as_str()];
+            a.extend(cmd.split(' '));
+            ip(&a);
+        }
+        ns
+    }
+
+    /// Runs `f` on a thread that has entered the namespace.
+    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            // SAFETY: setns on this thread only, with a namespace fd.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    }
+
+    fn tap(&self) -> Tap {
+        self.run(|| net::open_tap_on_bridge("br100", "vtap%d"))
+            .expect("tap on br100")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A guest-side virtio-net driver.
+struct NetDev {
+    drv: Driver,
+    mac: [u8; 6],
+    rx: HashMap<u16, u64>,
+    tx_free: Vec<u64>,
+    tx_busy: HashMap<u16, u64>,
+}
+
+impl NetDev {
+    fn new(tap: Tap, mac: [u8; 6], el: &EventLoopHandle, wanted: u64) -> NetDev {
+        let mem = guest_memory(8 << 20);
+        let dev = VirtioPciDevice::new(
+            Box::new(Net::new(tap, mac)),
+            mem.clone(),
+            RecordingMsi::new(),
+            RecordingIrq::new(),
+            el.clone(),
+        )
+        .unwrap();
+        let mut drv = Driver::new(dev, mem, 0x1_0000);
+        let f = drv.negotiate(wanted);
+        assert_eq!(f, wanted, "device offers every wanted feature");
+        drv.enable_msix(3);
+        drv.setup_queue(0, 256, 1);
+        drv.setup_queue(1, 256, 2);
+        drv.driver_ok();
+        let mut d = NetDev {
+            drv,
+            mac,
+            rx: HashMap::new(),
+            tx_free: Vec::new(),
+            tx_busy: HashMap::new(),
+        };
+        for _ in 0..256 {
+            let a = d.drv.alloc(BUF, 64);
+            let h = d.drv.add_chain(0, &[(a, BUF as u32, DESC_F_WRITE)]);
+            d.rx.insert(h, a);
+        }
+        d.drv.kick(0);
+        for _ in 0..256 {
+            let a = d.drv.alloc(BUF, 64);
+            d.tx_free.push(a);
+        }
+        d
+    }
+
+    fn reclaim_tx(&mut self) {
+        while let Some((h, _)) = self.drv.poll_used(1) {
+            let a = self.tx_busy.remove(&h).expect("tx head known");
+            self.tx_free.push(a);
+        }
+    }
+
+    /// Queues one frame (without kicking).
+    fn queue_frame(&mut self, frame: &[u8]) {
+        assert!(frame.len() + HDR <= BUF as usize);
+        let t0 = Instant::now();
+        let a = loop {
+            self.reclaim_tx();
+            if let Some(a) = self.tx_free.pop() {
+                break a;
+            }
+            assert!(t0.elapsed() < T, "tx queue never drained");
+            std::thread::sleep(Duration::from_micros(50));
+        };
+        self.drv
+            .mem
+            .write_slice(&[0u8; HDR], GuestAddress(a))
+            .unwrap();
+        self.drv
+            .mem
+            .write_slice(frame, GuestAddress(a + HDR as u64))
+            .unwrap();
+        let h = self.drv.add_chain(1, &[(a, (HDR + frame.len()) as u32, 0)]);
+        self.tx_busy.insert(h, a);
+    }
+
+    fn send(&mut self, frame: &[u8]) {
+        self.queue_frame(frame);
+        self.drv.kick(1);
+    }
+
+    /// One received frame (without the header), if any; buffers go back.
+    fn try_recv(&mut self) -> Option<Vec<u8>> {
+        let (h, len) = self.drv.poll_used(0)?;
+        let a = self.rx.remove(&h).expect("rx head known");
+        let mut hdr = [0u8; HDR];
+        self.drv.mem.read_slice(&mut hdr, GuestAddress(a)).unwrap();
+        let nbufs = u16::from_le_bytes([hdr[10], hdr[11]]);
+        assert!(nbufs >= 1, "num_buffers >= 1");
+        assert!(len as usize >= HDR);
+        let mut frame = vec![0u8; len as usize - HDR];
+        self.drv
+            .mem
+            .read_slice(&mut frame, GuestAddress(a + HDR as u64))
+            .unwrap();
+        let mut bufs = vec![a];
+        for _ in 1..nbufs {
+            let (h2, l2) = self.drv.wait_used(0, T);
+            let a2 = self.rx.remove(&h2).expect("rx head known");
+            let mut more = vec![0u8; l2 as usize];
+            self.drv
+                .mem
+                .read_slice(&mut more, GuestAddress(a2))
+                .unwrap();
+            frame.extend_from_slice(&more);
+            bufs.push(a2);
+        }
+        for b in bufs {
+            let h = self.drv.add_chain(0, &[(b, BUF as u32, DESC_F_WRITE)]);
+            self.rx.insert(h, b);
+        }
+        self.drv.kick(0);
+        Some(frame)
+    }
+
+    /// Waits for a frame `pick` accepts; answers ARP requests for our IP
+    /// on the way, ignores everything else.
+    fn recv_where(&mut self, what: &str, mut pick: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
+        let t0 = Instant::now();
+        loop {
+            if let Some(f) = self.try_recv() {
+                if pick(&f) {
+                    return f;
+                }
+                if is_arp(&f, 1) && f.get(38..42) == Some(&GUEST_IP[..]) {
+                    let reply = arp(2, self.mac, GUEST_IP, mac_at(&f, 22), ip_at(&f, 28));
+                    self.send(&reply);
+                }
+                continue;
+            }
+            assert!(t0.elapsed() < T, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
+fn mac_at(f: &[u8], o: usize) -> [u8; 6] {
+    f[o..o + 6].try_into().unwrap()
+}
+fn ip_at(f: &[u8], o: usize) -> [u8; 4] {
+    f[o..o + 4].try_into().unwrap()
+}
+
+fn eth(dst: [u8; 6], src: [u8; 6], ty: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(1514);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ty.to_be_bytes());
+    f
+}
+
+/// An ARP packet (`op` 1 request, 2 reply).
+fn arp(op: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Vec<u8> {
+    let dst = if op == 1 { [0xff; 6] } else { tha };
+    let mut f = eth(dst, sha, 0x0806);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa);
+    f.extend_from_slice(&tha);
+    f.extend_from_slice(&tpa);
+    f
+}
+
+fn is_arp(f: &[u8], op: u16) -> bool {
+    f.len() >= 42 && f[12..14] == [8, 6] && f[20..22] == op.to_be_bytes()
+}
+
+fn csum(data: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        s += w as u32;
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+fn icmp_echo(src_mac: [u8; 6], dst_mac: [u8; 6], id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0];
+    icmp.extend_from_slice(&id.to_be_bytes());
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.extend_from_slice(payload);
+    let c = csum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let total = (20 + icmp.len()) as u16;
+    let mut iph = vec![0x45, 0];
+    iph.extend_from_slice(&total.to_be_bytes());
+    iph.extend_from_slice(&[0, 1, 0x40, 0, 64, 1, 0, 0]);
+    iph.extend_from_slice(&GUEST_IP);
+    iph.extend_from_slice(&BRIDGE_IP);
+    let c = csum(&iph);
+    iph[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth(dst_mac, src_mac, 0x0800);
+    f.extend_from_slice(&iph);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+fn want() -> u64 {
+    F_VERSION_1 | vnet::F_MAC | vnet::F_STATUS | vnet::F_MRG_RXBUF
+}
+
+const MAC_A: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x01];
+const MAC_B: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x02];
+
+#[test]
+fn config_space_mac_and_link_status() {
+    let ns = Netns::create("cfg");
+    let el = EventLoop::start("virtio-net-test").unwrap();
+    let mut d = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
+    let off = d.drv.device.offset;
+    let mut mac = [0u8; 6];
+    for (i, b) in mac.iter_mut().enumerate() {
+        *b = d.drv.bar_rd(off + i as u64, 1) as u8;
+    }
+    assert_eq!(mac, MAC_A);
+    assert_eq!(d.drv.bar_rd(off + 6, 2), 1, "link up");
+    assert_eq!(cfg16(&mut d.drv.dev, 2), 0x1041);
+    assert_eq!(cfg32(&mut d.drv.dev, 8) >> 8, 0x020000);
+    let f = d.drv.device_features();
+    for bit in [0u32, 1, 5, 7, 8, 10, 11, 12, 14, 15, 16, 32] {
+        assert_ne!(f & (1 << bit), 0, "feature bit {bit}");
+    }
+    assert_eq!(d.drv.common_rd(0x12, 2), 2, "rx + tx queues");
+}
+
+#[test]
+fn arp_and_icmp_echo_to_the_bridge() {
+    let ns = Netns::create("ping");
+    let el = EventLoop::start("virtio-net-test").unwrap();
+    let mut d = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
+    d.send(&arp(1, MAC_A, GUEST_IP, [0; 6], BRIDGE_IP));
+    let reply = d.recv_where("an ARP reply from 10.0.0.1", |f| {
+        is_arp(f, 2) && ip_at(f, 28) == BRIDGE_IP
+    });
+    assert_eq!(mac_at(&reply, 32), MAC_A, "reply addressed to us");
+    assert_eq!(ip_at(&reply, 38), GUEST_IP);
+    let bridge_mac = mac_at(&reply, 22);
+
+    let payload: Vec<u8> = (0..56u8).collect();
+    d.send(&icmp_echo(MAC_A, bridge_mac, 0x4242, 1, &payload));
+    let echo = d.recv_where("an ICMP echo reply from 10.0.0.1", |f| {
+        f.len() >= 42
+            && f[12..14] == [8, 0]
+            && f[23] == 1
+            && f[34] == 0
+            && ip_at(f, 26) == BRIDGE_IP
+    });
+    assert_eq!(mac_at(&echo, 0), MAC_A);
+    assert_eq!(ip_at(&echo, 30), GUEST_IP);
+    assert_eq!(&echo[38..40], &0x4242u16.to_be_bytes(), "echo id");
+    assert_eq!(&echo[42..42 + 56], &payload[..], "echo payload");
+}
+
+fn test_frame(dst: [u8; 6], src: [u8; 6], seq: u32, len: usize) -> Vec<u8> {
+    let mut f = eth(dst, src, 0x88b5);
+    f.extend_from_slice(&seq.to_be_bytes());
+    while f.len() < len {
+        f.push((seq as usize).wrapping_mul(7).wrapping_add(f.len()) as u8);
+    }
+    f
+}
+
+#[test]
+fn two_devices_on_one_bridge_exchange_frames() {
+    let ns = Netns::create("pair");
+    let el = EventLoop::start("virtio-net-test").unwrap();
+    let mut a = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
+    let mut b = NetDev::new(ns.tap(), MAC_B, &el.handle(), want());
+    let fa = test_frame(MAC_B, MAC_A, 1, 200);
+    a.send(&fa);
+    let got = b.recv_where("A's frame at B", |f| f.get(12..14) == Some(&[0x88, 0xb5]));
+    assert_eq!(got, fa);
+    let fb = test_frame(MAC_A, MAC_B, 2, 1514);
+    b.send(&fb);
+    let got = a.recv_where("B's frame at A", |f| f.get(12..14) == Some(&[0x88, 0xb5]));
+    assert_eq!(got, fb);
+}
+
+#[test]
+fn sixty_four_mib_cross_without_loss_or_reordering() {
+    let ns = Netns::create("bulk");
+    let el = EventLoop::start("virtio-net-test").unwrap();
+    let mut a = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
+    let mut b = NetDev::new(ns.tap(), MAC_B, &el.handle(), want());
+    // Let the bridge learn B's MAC so A's frames go only to B.
+    b.send(&test_frame(MAC_A, MAC_B, u32::MAX, 60));
+    a.recv_where("B's hello", |f| f.get(12..14) == Some(&[0x88, 0xb5]));
+
+    const FRAME: usize = 1514;
+    const TOTAL: usize = 64 << 20;
+    let frames = TOTAL.div_ceil(FRAME - 14) as u32;
+    const WINDOW: u32 = 160;
+    let (mut sent, mut got) = (0u32, 0u32);
+    let t0 = Instant::now();
+    let mut last_progress = Instant::now();
+    while got < frames {
+        let mut queued = false;
+        while sent < frames && sent - got < WINDOW {
+            a.queue_frame(&test_frame(MAC_B, MAC_A, sent, FRAME));
+            sent += 1;
+            queued = true;
+        }
+        if queued {
+            a.drv.kick(1);
+        }
+        while let Some(f) = b.try_recv() {
+            if f.get(12..14) != Some(&[0x88, 0xb5]) {
+                continue;
+            }
+            let seq = u32::from_be_bytes(f[14..18].try_into().unwrap());
+            assert_eq!(seq, got, "frame {got} missing or out of order");
+            assert_eq!(
+                f,
+                test_frame(MAC_B, MAC_A, seq, FRAME),
+                "frame {seq} corrupted"
+            );
+            got += 1;
+            last_progress = Instant::now();
+        }
+        assert!(
+            last_progress.elapsed() < T,
+            "stalled: sent {sent}, received {got} of {frames}"
+        );
+        std::thread::yield_now();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "64 MiB: {frames} frames in {secs:.2}s ({:.0} frames/s, {:.1} MB/s)",
+        frames as f64 / secs,
+        TOTAL as f64 / secs / 1e6
+    );
+}
+
+#[test]
+fn missing_bridge_gets_a_clear_error() {
+    let ns = Netns::create("nobr");
+    let e = ns
+        .run(|| net::open_tap_on_bridge("br404", "vtap%d"))
+        .unwrap_err();
+    assert!(matches!(e, NetError::BridgeMissing(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("ip link add br404 type bridge && ip link set br404 up"),
+        "{e}"
+    );
+    // lo exists but is not a bridge: the kernel refuses, we say so.
+    let e = ns
+        .run(|| net::open_tap_on_bridge("lo", "vtap%d"))
+        .unwrap_err();
+    assert!(matches!(e, NetError::NotABridge(_)), "{e}");
+}
