@@ -379,6 +379,10 @@ impl Driver {
         self.mem.read_obj(GuestAddress(vq.used + 2)).unwrap()
     }
 
+    pub fn acked_features_have(&self, f: u64) -> bool {
+        self.dev.acked_features() & f == f
+    }
+
     pub fn read_isr(&mut self) -> u8 {
         self.bar_rd(self.isr.offset, 1) as u8
     }
