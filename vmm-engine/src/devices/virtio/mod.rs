@@ -23,6 +23,7 @@
 pub mod blk;
 pub mod disk_shim;
 pub mod event_loop;
+pub mod fuzz;
 pub mod net;
 pub mod pci;
 

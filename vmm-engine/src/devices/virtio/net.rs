@@ -19,7 +19,7 @@ use std::os::unix::io::{AsRawFd, RawFd};
 
 use virtio_queue::QueueT;
 
-use super::{ParsedChain, QueueCtx, VirtioBackend, VirtioError, Wake};
+use super::{ChainError, ParsedChain, QueueCtx, VirtioBackend, VirtioError, Wake};
 use crate::net::tap::{Tap, VNET_HDR_LEN};
 
 pub const F_CSUM: u64 = 1 << 0;
@@ -205,39 +205,11 @@ impl Net {
         Placed::Done
     }
 
-    /// Whether a transmitted header only asks for offloads the driver
-    /// negotiated.
-    fn tx_header_ok(&self, hdr: &[u8]) -> bool {
-        let flags = hdr.first().copied().unwrap_or(0);
-        let gso = hdr.get(1).copied().unwrap_or(0);
-        if flags & HDR_F_NEEDS_CSUM != 0 && self.acked & F_CSUM == 0 {
-            return false;
-        }
-        if gso & GSO_ECN != 0 {
-            return false;
-        }
-        match gso {
-            GSO_NONE => true,
-            GSO_TCPV4 => self.acked & F_HOST_TSO4 != 0,
-            GSO_TCPV6 => self.acked & F_HOST_TSO6 != 0,
-            GSO_UDP => self.acked & F_HOST_UFO != 0,
-            _ => false,
-        }
-    }
-
-    /// Sends one transmit chain to the tap; public for fuzzing. Returns
-    /// whether a frame was written.
-    pub fn transmit_chain(&mut self, mem: &super::GuestMem, p: &ParsedChain) -> bool {
-        if p.error.is_some() || p.read_len <= VNET_HDR_LEN as u64 || p.read_len > MAX_FRAME as u64 {
-            log::debug!("virtio-net: bad tx chain {} ({:?})", p.head, p.error);
-            return false;
-        }
-        self.tx_buf.resize(p.read_len as usize, 0);
-        if p.read_at(mem, 0, &mut self.tx_buf) != self.tx_buf.len() {
-            return false;
-        }
-        if !self.tx_header_ok(&self.tx_buf) {
-            log::debug!("virtio-net: tx header asks for an offload not negotiated");
+    /// Sends one transmit chain to the tap. Returns whether a frame was
+    /// written.
+    fn transmit_chain(&mut self, mem: &super::GuestMem, p: &ParsedChain) -> bool {
+        if let Err(why) = tx_frame(mem, p, self.acked, &mut self.tx_buf) {
+            log::debug!("virtio-net: tx chain {} dropped: {why:?}", p.head);
             return false;
         }
         match self.tap.write(&self.tx_buf) {
@@ -283,6 +255,69 @@ impl Net {
             ctx.notify_used(TX_QUEUE);
         }
     }
+}
+
+/// Why a transmit chain was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxDrop {
+    /// The chain itself is broken.
+    Malformed(ChainError),
+    /// Not more than a header.
+    TooShort,
+    /// More than [`MAX_FRAME`] bytes.
+    TooLong,
+    /// The header asks for an offload the driver did not negotiate.
+    Offload,
+}
+
+/// Whether a transmitted header only asks for offloads in `acked`.
+pub fn tx_header_ok(hdr: &[u8], acked: u64) -> bool {
+    let flags = hdr.first().copied().unwrap_or(0);
+    let gso = hdr.get(1).copied().unwrap_or(0);
+    if flags & HDR_F_NEEDS_CSUM != 0 && acked & F_CSUM == 0 {
+        return false;
+    }
+    if gso & GSO_ECN != 0 {
+        return false;
+    }
+    match gso {
+        GSO_NONE => true,
+        GSO_TCPV4 => acked & F_HOST_TSO4 != 0,
+        GSO_TCPV6 => acked & F_HOST_TSO6 != 0,
+        GSO_UDP => acked & F_HOST_UFO != 0,
+        _ => false,
+    }
+}
+
+/// Gathers transmit chain `p` (vnet header + frame) into `out`, checking it
+/// against the negotiated features `acked`. This is all the parsing a
+/// guest's transmit buffer gets; the result goes to the TAP as it is.
+pub fn tx_frame(
+    mem: &super::GuestMem,
+    p: &ParsedChain,
+    acked: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), TxDrop> {
+    if let Some(e) = p.error {
+        return Err(TxDrop::Malformed(e));
+    }
+    if !p.writable.is_empty() {
+        return Err(TxDrop::Malformed(ChainError::WrongOrder));
+    }
+    if p.read_len <= VNET_HDR_LEN as u64 {
+        return Err(TxDrop::TooShort);
+    }
+    if p.read_len > MAX_FRAME as u64 {
+        return Err(TxDrop::TooLong);
+    }
+    out.resize(p.read_len as usize, 0);
+    if p.read_at(mem, 0, out) != out.len() {
+        return Err(TxDrop::Malformed(ChainError::BadAddress));
+    }
+    if !tx_header_ok(out, acked) {
+        return Err(TxDrop::Offload);
+    }
+    Ok(())
 }
 
 impl VirtioBackend for Net {
