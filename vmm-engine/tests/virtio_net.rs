@@ -120,6 +120,8 @@ struct NetDev {
     mac: [u8; 6],
     rx_size: u32,
     max_nbufs: u16,
+    msi: std::sync::Arc<RecordingMsi>,
+    link: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stats: std::sync::Arc<std::sync::Mutex<vnet::NetStats>>,
     rx: HashMap<u16, u64>,
     tx_free: Vec<u64>,
@@ -141,10 +143,12 @@ impl NetDev {
         let mem = guest_memory(8 << 20);
         let net = Net::new(tap, mac);
         let stats = net.stats_handle();
+        let link = net.link_handle();
+        let msi = RecordingMsi::new();
         let dev = VirtioPciDevice::new(
             Box::new(net),
             mem.clone(),
-            RecordingMsi::new(),
+            msi.clone(),
             RecordingIrq::new(),
             el.clone(),
         )
@@ -153,6 +157,7 @@ impl NetDev {
         let f = drv.negotiate(wanted);
         assert_eq!(f, wanted, "device offers every wanted feature");
         drv.enable_msix(3);
+        drv.common_wr(0x10, 2, 0); // config changes on vector 0
         drv.setup_queue(0, 256, 1);
         drv.setup_queue(1, 256, 2);
         drv.driver_ok();
@@ -161,6 +166,8 @@ impl NetDev {
             mac,
             rx_size,
             max_nbufs: 0,
+            msi,
+            link,
             stats,
             rx: HashMap::new(),
             tx_free: Vec::new(),
@@ -371,6 +378,14 @@ fn config_space_mac_and_link_status() {
         assert_ne!(f & (1 << bit), 0, "feature bit {bit}");
     }
     assert_eq!(d.drv.common_rd(0x12, 2), 2, "rx + tx queues");
+
+    // Link down: status reads 0, the generation moves, vector 0 fires.
+    let gen = d.drv.common_rd(0x15, 1);
+    d.link.store(false, Ordering::SeqCst);
+    d.drv.dev.config_changed();
+    assert_eq!(d.drv.bar_rd(off + 6, 2), 0, "link down");
+    assert_ne!(d.drv.common_rd(0x15, 1), gen, "config generation");
+    assert_eq!(d.msi.count_data(0), 1, "config-change interrupt");
 }
 
 #[test]

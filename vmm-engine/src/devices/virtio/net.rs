@@ -12,7 +12,10 @@
 //! they can be placed. A frame that does not fit the buffers posted waits
 //! (in `rx_frame`) until the driver posts more and kicks queue 0.
 //!
-//! Missing: control queue, multiqueue, link-state changes at run time.
+//! Link state: [`Net::link_handle`] plus
+//! [`VirtioPciDevice::config_changed`](super::pci::VirtioPciDevice::config_changed).
+//!
+//! Missing: control queue, multiqueue, announce.
 
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -62,6 +65,7 @@ pub struct NetStats {
 pub struct Net {
     tap: Tap,
     mac: [u8; 6],
+    link_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     acked: u64,
     rx_buf: Vec<u8>,
     /// Length of a frame read from the tap and not yet placed.
@@ -82,6 +86,7 @@ impl Net {
         Net {
             tap,
             mac,
+            link_up: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
             acked: 0,
             rx_buf: vec![0u8; MAX_FRAME],
             rx_frame: None,
@@ -93,6 +98,14 @@ impl Net {
     /// The TAP's interface name.
     pub fn tap_name(&self) -> &str {
         self.tap.name()
+    }
+
+    /// The link state the guest sees in the config space (STATUS). After
+    /// changing it, call
+    /// [`VirtioPciDevice::config_changed`](super::pci::VirtioPciDevice::config_changed)
+    /// so the driver hears of it.
+    pub fn link_handle(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.link_up.clone()
     }
 
     /// A shared view of the counters.
@@ -346,7 +359,9 @@ impl VirtioBackend for Net {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let mut c = [0u8; CONFIG_LEN];
         c[0..6].copy_from_slice(&self.mac);
-        c[6..8].copy_from_slice(&STATUS_LINK_UP.to_le_bytes());
+        let up = self.link_up.load(std::sync::atomic::Ordering::SeqCst);
+        let status = if up { STATUS_LINK_UP } else { 0 };
+        c[6..8].copy_from_slice(&status.to_le_bytes());
         c[8..10].copy_from_slice(&1u16.to_le_bytes());
         for (i, b) in data.iter_mut().enumerate() {
             *b = usize::try_from(offset)
@@ -397,5 +412,29 @@ impl VirtioBackend for Net {
             }
             Wake::Queue(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tx_header_offloads_must_be_negotiated() {
+        let hdr = |flags: u8, gso: u8| [flags, gso, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(tx_header_ok(&hdr(0, GSO_NONE), 0));
+        assert!(!tx_header_ok(&hdr(HDR_F_NEEDS_CSUM, GSO_NONE), 0));
+        assert!(tx_header_ok(&hdr(HDR_F_NEEDS_CSUM, GSO_NONE), F_CSUM));
+        assert!(!tx_header_ok(&hdr(HDR_F_NEEDS_CSUM, GSO_TCPV4), F_CSUM));
+        assert!(tx_header_ok(
+            &hdr(HDR_F_NEEDS_CSUM, GSO_TCPV4),
+            F_CSUM | F_HOST_TSO4
+        ));
+        assert!(!tx_header_ok(&hdr(0, GSO_TCPV6), F_HOST_TSO4));
+        assert!(tx_header_ok(&hdr(0, GSO_TCPV6), F_HOST_TSO6));
+        assert!(tx_header_ok(&hdr(0, GSO_UDP), F_HOST_UFO));
+        assert!(!tx_header_ok(&hdr(0, GSO_TCPV4 | GSO_ECN), F_HOST_TSO4));
+        assert!(!tx_header_ok(&hdr(0, 5), u64::MAX));
+        assert!(tx_header_ok(&[], 0), "short input is GSO_NONE, no flags");
     }
 }

@@ -473,6 +473,15 @@ impl VirtioPciDevice {
             .try_clone()
     }
 
+    /// The device configuration changed (e.g. link state): bumps the
+    /// config generation and sends the configuration-change interrupt.
+    pub fn config_changed(&mut self) {
+        self.config_generation = self.config_generation.wrapping_add(1);
+        if self.status & status::DRIVER_OK != 0 {
+            self.irq.signal_config();
+        }
+    }
+
     /// Current device status byte.
     pub fn device_status(&self) -> u8 {
         self.status
