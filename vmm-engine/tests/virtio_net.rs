@@ -100,9 +100,22 @@ impl Netns {
         .expect("netns thread")
     }
 
+    /// A TAP on br100, once its bridge port forwards (the kernel moves the
+    /// port to forwarding when the TAP's operstate turns up, which
+    /// linkwatch may delay by up to a second).
     fn tap(&self) -> Tap {
-        self.run(|| net::open_tap_on_bridge("br100", "vtap%d"))
-            .expect("tap on br100")
+        let tap = self
+            .run(|| net::open_tap_on_bridge("br100", "vtap%d"))
+            .expect("tap on br100");
+        let forwarding = wait_for(T, || {
+            let out = Command::new("bridge")
+                .args(["-n", &self.name, "link", "show", "dev", tap.name()])
+                .output()
+                .expect("run bridge(8)");
+            String::from_utf8_lossy(&out.stdout).contains("state forwarding")
+        });
+        assert!(forwarding, "{} never became a forwarding port", tap.name());
+        tap
     }
 }
 
@@ -264,12 +277,40 @@ impl NetDev {
 
     /// Waits for a frame `pick` accepts; answers ARP requests for our IP
     /// on the way, ignores everything else.
-    fn recv_where(&mut self, what: &str, mut pick: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
+    fn recv_where(&mut self, what: &str, pick: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
+        match self.recv_within(T, pick) {
+            Some(f) => f,
+            None => panic!("timed out waiting for {what}"),
+        }
+    }
+
+    /// Sends `frame` every second (as a guest's ARP or ping would) until a
+    /// frame `pick` accepts arrives.
+    fn request(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        mut pick: impl FnMut(&[u8]) -> bool,
+    ) -> Vec<u8> {
+        for _ in 0..10 {
+            self.send(frame);
+            if let Some(f) = self.recv_within(Duration::from_secs(1), &mut pick) {
+                return f;
+            }
+        }
+        panic!("no answer to {what} in 10 tries");
+    }
+
+    fn recv_within(
+        &mut self,
+        timeout: Duration,
+        mut pick: impl FnMut(&[u8]) -> bool,
+    ) -> Option<Vec<u8>> {
         let t0 = Instant::now();
         loop {
             if let Some(f) = self.try_recv() {
                 if pick(&f) {
-                    return f;
+                    return Some(f);
                 }
                 if is_arp(&f, 1) && f.get(38..42) == Some(&GUEST_IP[..]) {
                     let reply = arp(2, self.mac, GUEST_IP, mac_at(&f, 22), ip_at(&f, 28));
@@ -277,7 +318,9 @@ impl NetDev {
                 }
                 continue;
             }
-            assert!(t0.elapsed() < T, "timed out waiting for {what}");
+            if t0.elapsed() > timeout {
+                return None;
+            }
             std::thread::sleep(Duration::from_micros(100));
         }
     }
@@ -393,23 +436,27 @@ fn arp_and_icmp_echo_to_the_bridge() {
     let ns = Netns::create("ping");
     let el = EventLoop::start("virtio-net-test").unwrap();
     let mut d = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
-    d.send(&arp(1, MAC_A, GUEST_IP, [0; 6], BRIDGE_IP));
-    let reply = d.recv_where("an ARP reply from 10.0.0.1", |f| {
-        is_arp(f, 2) && ip_at(f, 28) == BRIDGE_IP
-    });
+    let reply = d.request(
+        "an ARP request for 10.0.0.1",
+        &arp(1, MAC_A, GUEST_IP, [0; 6], BRIDGE_IP),
+        |f| is_arp(f, 2) && ip_at(f, 28) == BRIDGE_IP,
+    );
     assert_eq!(mac_at(&reply, 32), MAC_A, "reply addressed to us");
     assert_eq!(ip_at(&reply, 38), GUEST_IP);
     let bridge_mac = mac_at(&reply, 22);
 
     let payload: Vec<u8> = (0..56u8).collect();
-    d.send(&icmp_echo(MAC_A, bridge_mac, 0x4242, 1, &payload));
-    let echo = d.recv_where("an ICMP echo reply from 10.0.0.1", |f| {
-        f.len() >= 42
-            && f[12..14] == [8, 0]
-            && f[23] == 1
-            && f[34] == 0
-            && ip_at(f, 26) == BRIDGE_IP
-    });
+    let echo = d.request(
+        "an ICMP echo to 10.0.0.1",
+        &icmp_echo(MAC_A, bridge_mac, 0x4242, 1, &payload),
+        |f| {
+            f.len() >= 42
+                && f[12..14] == [8, 0]
+                && f[23] == 1
+                && f[34] == 0
+                && ip_at(f, 26) == BRIDGE_IP
+        },
+    );
     assert_eq!(mac_at(&echo, 0), MAC_A);
     assert_eq!(ip_at(&echo, 30), GUEST_IP);
     assert_eq!(&echo[38..40], &0x4242u16.to_be_bytes(), "echo id");

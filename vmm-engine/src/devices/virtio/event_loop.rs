@@ -181,7 +181,11 @@ fn run(shared: Arc<Shared>) {
                 .get(&ev.data())
                 .map(|(_, h)| h.clone());
             if let Some(h) = handler {
-                h(ev.event_set());
+                // A bug in one backend must not stop every device's I/O.
+                let set = ev.event_set();
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(set))).is_err() {
+                    log::error!("virtio event loop: a device handler panicked");
+                }
             }
         }
         if shared.stop.load(Ordering::SeqCst) {
