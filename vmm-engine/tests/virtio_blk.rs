@@ -17,8 +17,8 @@ use vmm_engine::DiskFormat;
 use virtio_common::*;
 
 const T: Duration = Duration::from_secs(10);
-const MEM: usize = 64 << 20;
-const DISK_SECTORS: u64 = 2048; // 1 MiB
+const MEM: usize = 512 << 20; // sparse: only touched pages cost
+const DISK_SECTORS: u64 = 16384; // 8 MiB
 const ALL: u64 = u64::MAX;
 
 struct Setup {
@@ -389,10 +389,24 @@ fn malformed_chains_get_errors_not_panics() {
     let (st, _) = run(d, blk::T_OUT, 0, &[(u64::MAX - 100, 512, 0)]);
     assert_eq!(st, blk::S_IOERR);
 
-    // Excessive length: 48 MiB inside RAM, over the request limit.
-    let big = 8 << 20;
-    let (st, _) = run(d, blk::T_IN, 0, &[(big, 48 << 20, DESC_F_WRITE)]);
+    // Excessive length: 300 MiB inside RAM, over the request limit.
+    let big = 128 << 20;
+    let (st, _) = run(d, blk::T_IN, 0, &[(big, 300 << 20, DESC_F_WRITE)]);
     assert_eq!(st, blk::S_IOERR);
+    // A large request (3 MiB + 512: several internal chunks) works both ways.
+    let n = (3 << 20) + 512;
+    let data = pattern(n as usize, 99);
+    d.mem.write_slice(&data, GuestAddress(big)).unwrap();
+    let (st, len) = run(d, blk::T_OUT, 16, &[(big, n, 0)]);
+    assert_eq!((st, len), (blk::S_OK, 1));
+    let back = big + (64 << 20);
+    let (st, len) = run(d, blk::T_IN, 16, &[(back, n, DESC_F_WRITE)]);
+    assert_eq!((st, len), (blk::S_OK, n + 1));
+    let mut got = vec![0u8; n as usize];
+    d.mem.read_slice(&mut got, GuestAddress(back)).unwrap();
+    assert!(got == data, "3 MiB request read back");
+    let (st, _) = run(d, blk::T_IN, DISK_SECTORS - 8, &[(back, n, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_IOERR, "past the end");
 
     // A loop: hdr -> data -> status -> data -> status ...
     let r = req_area(d);

@@ -38,8 +38,11 @@ pub const SECTOR_SIZE: u64 = 512;
 pub const QUEUE_SIZE: u16 = 256;
 /// Segments per request the driver may use (queue size minus header and status).
 pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
-/// Largest data transfer one request may carry.
-pub const MAX_REQUEST_BYTES: u64 = 32 << 20;
+/// Largest data transfer one request may carry (Linux lets a user raise
+/// max_sectors_kb far above its default; QEMU has no limit either).
+pub const MAX_REQUEST_BYTES: u64 = 256 << 20;
+/// Data moves between guest memory and the disk in pieces of this size.
+const CHUNK: u64 = 1 << 20;
 /// Discard / write-zeroes: ranges per request, sectors per range.
 pub const MAX_DISCARD_SEG: u32 = 16;
 pub const MAX_DISCARD_SECTORS: u32 = (1 << 22) - 1;
@@ -126,16 +129,20 @@ impl Blk {
                 let Some(off) = self.disk_range(sector, in_len) else {
                     return (S_IOERR, 0);
                 };
-                self.buf.resize(in_len as usize, 0);
-                if let Err(e) = self.disk.read_at(&mut self.buf, off) {
-                    log::warn!("virtio-blk: read at {off}: {e}");
-                    return (S_IOERR, 0);
+                let mut pos = 0u64;
+                while pos < in_len {
+                    let n = (in_len - pos).min(CHUNK) as usize;
+                    self.buf.resize(n, 0);
+                    if let Err(e) = self.disk.read_at(&mut self.buf, off + pos) {
+                        log::warn!("virtio-blk: read at {}: {e}", off + pos);
+                        return (S_IOERR, pos as u32);
+                    }
+                    if p.write_at(mem, pos, &self.buf) != n {
+                        return (S_IOERR, pos as u32);
+                    }
+                    pos += n as u64;
                 }
-                let n = p.write_at(mem, 0, &self.buf);
-                if n as u64 != in_len {
-                    return (S_IOERR, n as u32);
-                }
-                (S_OK, n as u32)
+                (S_OK, in_len as u32)
             }
             T_OUT => {
                 if self.read_only {
@@ -147,17 +154,20 @@ impl Blk {
                 let Some(off) = self.disk_range(sector, out_len) else {
                     return (S_IOERR, 0);
                 };
-                self.buf.resize(out_len as usize, 0);
-                if p.read_at(mem, HEADER_LEN, &mut self.buf) as u64 != out_len {
-                    return (S_IOERR, 0);
-                }
-                match self.disk.write_at(&self.buf, off) {
-                    Ok(()) => (S_OK, 0),
-                    Err(e) => {
-                        log::warn!("virtio-blk: write at {off}: {e}");
-                        (S_IOERR, 0)
+                let mut pos = 0u64;
+                while pos < out_len {
+                    let n = (out_len - pos).min(CHUNK) as usize;
+                    self.buf.resize(n, 0);
+                    if p.read_at(mem, HEADER_LEN + pos, &mut self.buf) != n {
+                        return (S_IOERR, 0);
                     }
+                    if let Err(e) = self.disk.write_at(&self.buf, off + pos) {
+                        log::warn!("virtio-blk: write at {}: {e}", off + pos);
+                        return (S_IOERR, 0);
+                    }
+                    pos += n as u64;
                 }
+                (S_OK, 0)
             }
             T_FLUSH => match self.disk.flush() {
                 Ok(()) => (S_OK, 0),
