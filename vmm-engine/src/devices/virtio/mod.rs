@@ -17,6 +17,23 @@
 //! - [`net::Net`]: virtio-net on a TAP (mergeable rx buffers, checksum and
 //!   TSO/UFO offloads, link status).
 //!
+//! Wiring a device into a VM:
+//!
+//! ```text
+//! let io = EventLoop::start("vireo-io")?;              // one per VM, kept alive
+//! let disk = open_disk(path, format, read_only)?;      // block::open after merge
+//! let blk = VirtioPciDevice::new(Box::new(Blk::new(disk, "serial")),
+//!                                mem.clone(), msi.clone(), intx, io.handle())?;
+//! let tap = crate::net::open_tap_on_bridge("br100", "vireo%d")?;
+//! let nic = VirtioPciDevice::new(Box::new(Net::new(tap, mac)), ...)?;
+//! // optional, once BAR4 sits at `addr`: for (off, q) in dev.ioevents()
+//! //   KVM_IOEVENTFD(dev.queue_eventfd(q)?, Mmio(addr + off), no datamatch)
+//! ```
+//!
+//! Lock order: the device state, then the interrupt state; an [`MsiSink`]
+//! or [`IrqLine`](crate::devices::IrqLine) is called with the latter held
+//! and must not call back into the device.
+//!
 //! Missing: packed rings, multiqueue, the control queue of virtio-net,
 //! VIRTIO_F_RING_RESET, config-change notifications other than status.
 

@@ -49,7 +49,7 @@ pub const TX_QUEUE: usize = 1;
 pub const QUEUE_SIZE: u16 = 256;
 /// Largest frame with its header: a 64 KiB GSO frame plus Ethernet and VLAN.
 pub const MAX_FRAME: usize = VNET_HDR_LEN + 65535 + 14 + 4;
-/// Config space: mac[6], status u16, max_virtqueue_pairs u16.
+/// Config space: `mac[6]`, `status: u16`, `max_virtqueue_pairs: u16`.
 pub const CONFIG_LEN: usize = 10;
 const STATUS_LINK_UP: u16 = 1;
 
