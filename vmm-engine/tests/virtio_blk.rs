@@ -823,3 +823,35 @@ fn throughput_through_the_driver() {
         );
     }
 }
+
+#[test]
+fn no_dma_without_bus_mastering() {
+    let mut s = setup("busmaster", false, 0x61);
+    ready(&mut s);
+    let d = &mut s.drv;
+    d.dev
+        .config_write(0x04, &vmm_engine::devices::pci::CMD_MEM.to_le_bytes());
+    let buf = d.alloc(512, 512);
+    let r = req_area(d);
+    write_hdr(d, r.hdr, blk::T_IN, 0);
+    d.add_chain(
+        0,
+        &[
+            (r.hdr, 16, 0),
+            (buf, 512, DESC_F_WRITE),
+            (r.st, 1, DESC_F_WRITE),
+        ],
+    );
+    d.kick(0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        d.used_idx(0),
+        0,
+        "nothing served while bus mastering is off"
+    );
+    let cmd = vmm_engine::devices::pci::CMD_MEM | vmm_engine::devices::pci::CMD_BUS_MASTER;
+    d.dev.config_write(0x04, &cmd.to_le_bytes());
+    d.wait_used(0, T);
+    assert_eq!(d.mem.read_obj::<u8>(GuestAddress(r.st)).unwrap(), blk::S_OK);
+    assert_eq!(d.mem.read_obj::<u8>(GuestAddress(buf)).unwrap(), 0x61);
+}

@@ -34,7 +34,9 @@ use super::{
     status, GuestMem, MsiSink, QueueCtx, VirtioBackend, Wake, F_RING_EVENT_IDX,
     F_RING_INDIRECT_DESC, F_VERSION_1,
 };
-use crate::devices::pci::{BarKind, BarSpec, PciConfig, PciDevice, CMD_INTX_DISABLE};
+use crate::devices::pci::{
+    BarKind, BarSpec, PciConfig, PciDevice, CMD_BUS_MASTER, CMD_INTX_DISABLE,
+};
 use crate::devices::{le_bytes_into, le_value, IrqLine};
 
 /// The BAR holding all the virtio regions.
@@ -247,13 +249,15 @@ struct DeviceState {
     backend: Box<dyn VirtioBackend>,
     queues: Vec<Queue>,
     live: bool,
+    /// PCI bus mastering: without it the device does no DMA.
+    bus_master: bool,
     mem: GuestMem,
     irq: Arc<Interrupts>,
 }
 
 impl DeviceState {
     fn run(&mut self, wake: Wake) {
-        if !self.live {
+        if !self.live || !self.bus_master {
             return;
         }
         let DeviceState {
@@ -406,6 +410,7 @@ impl VirtioPciDevice {
             backend,
             queues,
             live: false,
+            bus_master: false,
             mem,
             irq: irq.clone(),
         }));
@@ -857,6 +862,14 @@ impl PciDevice for VirtioPciDevice {
 
     fn config_write(&mut self, offset: usize, data: &[u8]) -> bool {
         let remap = self.config.write(offset, data);
+        let bm = self.config.command() & CMD_BUS_MASTER != 0;
+        let was = std::mem::replace(&mut lock_state(&self.state).bus_master, bm);
+        if bm && !was {
+            // Doorbells rung while DMA was off are served now.
+            for e in &self.queue_evts {
+                let _ = e.write(1);
+            }
+        }
         let m = self.msix_cap;
         if (offset < m + 4 && offset + data.len() > m + 2) || remap {
             self.sync_msix_control();
