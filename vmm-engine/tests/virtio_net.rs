@@ -15,7 +15,7 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_engine::devices::virtio::event_loop::{EventLoop, EventLoopHandle};
 use vmm_engine::devices::virtio::net::{self as vnet, Net};
 use vmm_engine::devices::virtio::pci::VirtioPciDevice;
-use vmm_engine::devices::virtio::F_VERSION_1;
+use vmm_engine::devices::virtio::{F_RING_EVENT_IDX, F_VERSION_1};
 use vmm_engine::devices::RecordingIrq;
 use vmm_engine::net::{self, NetError, Tap};
 
@@ -396,7 +396,7 @@ fn icmp_echo(src_mac: [u8; 6], dst_mac: [u8; 6], id: u16, seq: u16, payload: &[u
 }
 
 fn want() -> u64 {
-    F_VERSION_1 | vnet::F_MAC | vnet::F_STATUS | vnet::F_MRG_RXBUF
+    F_VERSION_1 | F_RING_EVENT_IDX | vnet::F_MAC | vnet::F_STATUS | vnet::F_MRG_RXBUF
 }
 
 const MAC_A: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x01];
@@ -679,9 +679,19 @@ fn rx_waits_for_buffers_instead_of_dropping() {
     assert!(wait_for(T, || b.drv.used_idx(0) == 256));
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(b.drv.used_idx(0), 256);
+    // The device asked to be told of the next buffer (EVENT_IDX): its
+    // avail_event is the driver's avail index, so the reposts below kick.
+    let vq = &b.drv.queues[&0];
+    let avail_event: u16 = b
+        .drv
+        .mem
+        .read_obj(GuestAddress(vq.used + 4 + 8 * vq.size as u64))
+        .unwrap();
+    assert_eq!(avail_event, 256);
     while seen.len() < 306 {
         let f = b.recv_where("queued frames", |f| f.get(12..14) == Some(&[0x88, 0xb5]));
         seen.push(u32::from_be_bytes(f[14..18].try_into().unwrap()));
     }
     assert_eq!(seen, (0..306).collect::<Vec<_>>());
+    assert!(b.drv.queues[&0].kicks >= 2, "the first repost kicked");
 }

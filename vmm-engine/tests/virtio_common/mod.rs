@@ -73,6 +73,10 @@ pub struct Vq {
     chains: HashMap<u16, Vec<u16>>,
     avail_idx: u16,
     last_used: u16,
+    /// The avail index at the last notification decision.
+    kicked_idx: u16,
+    pub kicks: u64,
+    pub kicks_suppressed: u64,
 }
 
 pub struct Driver {
@@ -270,6 +274,9 @@ impl Driver {
                 chains: HashMap::new(),
                 avail_idx: 0,
                 last_used: 0,
+                kicked_idx: 0,
+                kicks: 0,
+                kicks_suppressed: 0,
             },
         );
     }
@@ -328,7 +335,35 @@ impl Driver {
         self.queues[&q].desc
     }
 
+    /// Notifies the device about queue `q` the way Linux does: only if the
+    /// device asked for it (avail_event with EVENT_IDX, otherwise the
+    /// used ring's NO_NOTIFY flag).
     pub fn kick(&mut self, q: u16) {
+        let event_idx = self.dev.acked_features() & (1 << 29) != 0;
+        let vq = self.queues.get_mut(&q).expect("queue set up");
+        let (new, old) = (vq.avail_idx, vq.kicked_idx);
+        vq.kicked_idx = new;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let needed = if event_idx {
+            let ev: u16 = self
+                .mem
+                .read_obj(GuestAddress(vq.used + 4 + 8 * vq.size as u64))
+                .unwrap();
+            new.wrapping_sub(ev).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            let flags: u16 = self.mem.read_obj(GuestAddress(vq.used)).unwrap();
+            flags & 1 == 0
+        };
+        if needed {
+            vq.kicks += 1;
+            self.kick_always(q);
+        } else {
+            vq.kicks_suppressed += 1;
+        }
+    }
+
+    /// Rings the doorbell unconditionally.
+    pub fn kick_always(&mut self, q: u16) {
         let off = self.notify.offset + q as u64 * self.notify_mult as u64;
         self.bar_wr(off, 2, q as u64);
     }

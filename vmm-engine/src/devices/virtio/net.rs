@@ -146,6 +146,9 @@ impl Net {
                 }
                 Placed::NoBuffers => {
                     self.rx_frame = Some(len);
+                    if Self::want_rx_kick(ctx) {
+                        continue; // buffers came in meanwhile
+                    }
                     break;
                 }
             }
@@ -153,6 +156,25 @@ impl Net {
         if used {
             ctx.notify_used(RX_QUEUE);
         }
+    }
+
+    /// Out of receive buffers: asks the driver to notify us when it adds
+    /// the next one. With EVENT_IDX that means avail_event = the current
+    /// avail index (not `next_avail`: with mergeable buffers some may be
+    /// posted but too few). Returns true if buffers arrived in between.
+    fn want_rx_kick(ctx: &mut QueueCtx<'_>) -> bool {
+        let mem = ctx.mem;
+        let Some(q) = ctx.queues.get_mut(RX_QUEUE) else {
+            return false;
+        };
+        let start = q.next_avail();
+        let Ok(avail) = q.avail_idx(mem, std::sync::atomic::Ordering::Acquire) else {
+            return false;
+        };
+        q.set_next_avail(avail.0);
+        let more = q.enable_notification(mem).unwrap_or(false);
+        q.set_next_avail(start);
+        more
     }
 
     /// Puts the frame in `rx_buf[..len]` into receive buffers.
