@@ -15,10 +15,12 @@ use vm_memory::{Bytes, GuestAddress};
 use super::blk::Blk;
 use super::{BlockError, DiskImage, GuestMem, ParsedChain};
 
+// A compact layout so that small inputs reach every structure: a queue of
+// at most 16 entries, its table, rings, then buffers from 0x300 on.
 const MEM_SIZE: usize = 64 << 10;
 const DESC: u64 = 0x0;
-const AVAIL: u64 = 0x1000;
-const USED: u64 = 0x2000;
+const AVAIL: u64 = 0x100;
+const USED: u64 = 0x200;
 
 /// An in-memory disk for the blk harness.
 struct MemDisk(Mutex<Vec<u8>>);
@@ -75,8 +77,8 @@ fn guest(data: &[u8]) -> Option<(GuestMem, Queue, u64)> {
     let mem = GuestMem::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).ok()?;
     let n = image.len().min(MEM_SIZE);
     mem.write_slice(image.get(..n)?, GuestAddress(0)).ok()?;
-    let size = 1u16 << (ctl[0] % 9); // 1..=256
-    let mut q = Queue::new(256).ok()?;
+    let size = 1u16 << (ctl[0] % 5); // 1..=16
+    let mut q = Queue::new(16).ok()?;
     q.set_size(size);
     q.set_desc_table_address(Some(DESC as u32), Some(0));
     q.set_avail_ring_address(Some(AVAIL as u32), Some(0));
@@ -149,16 +151,16 @@ mod tests {
                 for b in v.iter_mut() {
                     *b = rnd() as u8;
                 }
-                v[0] = (rnd() % 9) as u8;
-                let avail_idx = (rnd() % 40) as u16;
+                v[0] = (rnd() % 5) as u8;
+                let avail_idx = (rnd() % 20) as u16;
                 v[2..4].copy_from_slice(&avail_idx.to_le_bytes());
                 // Descriptors: mostly in-memory addresses, short chains.
-                for i in 0..256usize {
+                for i in 0..16usize {
                     let at = 12 + i * 16;
                     let addr = if rnd() % 8 == 0 {
                         rnd()
                     } else {
-                        0x3000 + rnd() % 0xc000
+                        0x300 + rnd() % 0xc000
                     };
                     let len = match rnd() % 6 {
                         0 => 16,
@@ -171,13 +173,13 @@ mod tests {
                     v[at + 8..at + 12].copy_from_slice(&len.to_le_bytes());
                     let flags = (rnd() % 8) as u16;
                     v[at + 12..at + 14].copy_from_slice(&flags.to_le_bytes());
-                    let next = (rnd() % 260) as u16;
+                    let next = (rnd() % 18) as u16;
                     v[at + 14..at + 16].copy_from_slice(&next.to_le_bytes());
                 }
                 // Avail ring entries.
-                for i in 0..256usize {
-                    let at = 12 + 0x1000 + 4 + 2 * i;
-                    let head = (rnd() % 260) as u16;
+                for i in 0..16usize {
+                    let at = 12 + 0x100 + 4 + 2 * i;
+                    let head = (rnd() % 18) as u16;
                     v[at..at + 2].copy_from_slice(&head.to_le_bytes());
                 }
                 v

@@ -123,6 +123,7 @@ impl Net {
             let len = match self.rx_frame {
                 Some(n) => n,
                 None => match self.tap.read(&mut self.rx_buf) {
+                    Ok(0) => break,
                     Ok(n) if n <= VNET_HDR_LEN => continue,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
