@@ -855,3 +855,51 @@ fn no_dma_without_bus_mastering() {
     assert_eq!(d.mem.read_obj::<u8>(GuestAddress(r.st)).unwrap(), blk::S_OK);
     assert_eq!(d.mem.read_obj::<u8>(GuestAddress(buf)).unwrap(), 0x61);
 }
+
+#[test]
+fn reset_during_io_stops_all_dma() {
+    let mut s = setup("resetio", false, 0x5c);
+    ready(&mut s);
+    let d = &mut s.drv;
+    let area = d.alloc(21 * 64 * 1024, 4096);
+    for i in 0..21u64 {
+        let r = req_area(d);
+        write_hdr(d, r.hdr, blk::T_IN, i * 128);
+        d.add_chain(
+            0,
+            &[
+                (r.hdr, 16, 0),
+                (area + i * 65536, 65536, DESC_F_WRITE),
+                (r.st, 1, DESC_F_WRITE),
+            ],
+        );
+    }
+    d.kick(0);
+    d.set_status(0);
+    assert_eq!(d.status(), 0);
+    // Whatever was done before the reset returned stays; nothing after.
+    let (used, size) = {
+        let vq = &d.queues[&0];
+        (vq.used, vq.size as u64)
+    };
+    let snap = |d: &Driver| {
+        let mut ring = vec![0u8; (4 + 8 * size) as usize];
+        d.mem.read_slice(&mut ring, GuestAddress(used)).unwrap();
+        let mut data = vec![0u8; 21 * 65536];
+        d.mem.read_slice(&mut data, GuestAddress(area)).unwrap();
+        (ring, data)
+    };
+    let before = snap(d);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        snap(d) == before,
+        "the device wrote guest memory after reset"
+    );
+    // And the device comes back.
+    d.queues.clear();
+    ready(&mut s);
+    let d = &mut s.drv;
+    let buf = d.alloc(512, 512);
+    let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_OK);
+}
