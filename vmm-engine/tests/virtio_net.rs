@@ -133,6 +133,7 @@ struct NetDev {
     mac: [u8; 6],
     rx_size: u32,
     max_nbufs: u16,
+    last_hdr: [u8; HDR],
     msi: std::sync::Arc<RecordingMsi>,
     link: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stats: std::sync::Arc<std::sync::Mutex<vnet::NetStats>>,
@@ -179,6 +180,7 @@ impl NetDev {
             mac,
             rx_size,
             max_nbufs: 0,
+            last_hdr: [0; HDR],
             msi,
             link,
             stats,
@@ -208,6 +210,11 @@ impl NetDev {
 
     /// Queues one frame (without kicking).
     fn queue_frame(&mut self, frame: &[u8]) {
+        self.queue_frame_hdr(&[0u8; HDR], frame)
+    }
+
+    /// Queues one frame with the given virtio_net_hdr (without kicking).
+    fn queue_frame_hdr(&mut self, hdr: &[u8; HDR], frame: &[u8]) {
         assert!(frame.len() + HDR <= BUF as usize);
         let t0 = Instant::now();
         let a = loop {
@@ -218,10 +225,7 @@ impl NetDev {
             assert!(t0.elapsed() < T, "tx queue never drained");
             std::thread::sleep(Duration::from_micros(50));
         };
-        self.drv
-            .mem
-            .write_slice(&[0u8; HDR], GuestAddress(a))
-            .unwrap();
+        self.drv.mem.write_slice(hdr, GuestAddress(a)).unwrap();
         self.drv
             .mem
             .write_slice(frame, GuestAddress(a + HDR as u64))
@@ -244,6 +248,7 @@ impl NetDev {
         let nbufs = u16::from_le_bytes([hdr[10], hdr[11]]);
         assert!(nbufs >= 1, "num_buffers >= 1");
         self.max_nbufs = self.max_nbufs.max(nbufs);
+        self.last_hdr = hdr;
         assert!(len as usize >= HDR);
         if self.drv.acked_features_have(vnet::F_MRG_RXBUF) {
             assert!(len <= self.rx_size, "used len within the buffer");
@@ -612,6 +617,92 @@ fn all_offloads_negotiate_and_traffic_flows() {
     d.recv_where("an ARP reply", |f| {
         is_arp(f, 2) && ip_at(f, 28) == BRIDGE_IP
     });
+}
+
+/// A UDP frame from A (10.0.0.2) to B (10.0.0.3) whose checksum field holds
+/// only the pseudo-header sum, as a guest using checksum offload sends it.
+fn udp_partial(payload: &[u8]) -> Vec<u8> {
+    let ulen = (8 + payload.len()) as u16;
+    let (src, dst) = (GUEST_IP, [10, 0, 0, 3]);
+    let mut iph = vec![0x45, 0];
+    iph.extend_from_slice(&(20 + ulen).to_be_bytes());
+    iph.extend_from_slice(&[0, 2, 0x40, 0, 64, 17, 0, 0]);
+    iph.extend_from_slice(&src);
+    iph.extend_from_slice(&dst);
+    let c = csum(&iph);
+    iph[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&ulen.to_be_bytes());
+    let partial = !csum(&pseudo); // the folded sum, not complemented
+    let mut f = eth(MAC_B, MAC_A, 0x0800);
+    f.extend_from_slice(&iph);
+    f.extend_from_slice(&1000u16.to_be_bytes());
+    f.extend_from_slice(&2000u16.to_be_bytes());
+    f.extend_from_slice(&ulen.to_be_bytes());
+    f.extend_from_slice(&partial.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Whether the UDP checksum of an IPv4 frame verifies.
+fn udp_checksum_ok(f: &[u8]) -> bool {
+    let ulen = u16::from_be_bytes([f[38], f[39]]);
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&f[26..34]);
+    buf.extend_from_slice(&[0, 17]);
+    buf.extend_from_slice(&ulen.to_be_bytes());
+    buf.extend_from_slice(&f[34..34 + ulen as usize]);
+    csum(&buf) == 0
+}
+
+fn is_udp(f: &[u8]) -> bool {
+    f.len() > 42 && f[12..14] == [8, 0] && f[23] == 17
+}
+
+#[test]
+fn checksum_offload_end_to_end() {
+    let ns = Netns::create("csum");
+    let el = EventLoop::start("virtio-net-test").unwrap();
+    let csum_feats = vnet::F_CSUM | vnet::F_GUEST_CSUM;
+    let mut a = NetDev::new(ns.tap(), MAC_A, &el.handle(), want() | csum_feats);
+    // B without GUEST_CSUM: the host must complete the checksum for it.
+    let mut b = NetDev::new(ns.tap(), MAC_B, &el.handle(), want());
+    let payload: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+    let f = udp_partial(&payload);
+    assert!(!udp_checksum_ok(&f), "the frame as sent is only partial");
+    let mut hdr = [0u8; HDR];
+    hdr[0] = vnet::HDR_F_NEEDS_CSUM;
+    hdr[6..8].copy_from_slice(&34u16.to_le_bytes()); // csum_start: UDP header
+    hdr[8..10].copy_from_slice(&6u16.to_le_bytes()); // csum_offset: its checksum
+    a.queue_frame_hdr(&hdr, &f);
+    a.drv.kick(1);
+    let got = b.recv_where("the UDP frame at B", is_udp);
+    assert!(
+        udp_checksum_ok(&got),
+        "checksum not completed for a guest without GUEST_CSUM: hdr {:?} udp {:02x?}",
+        b.last_hdr,
+        &got[34..42],
+    );
+    assert_eq!(&got[42..], &payload[..]);
+    assert_eq!(b.last_hdr[0] & vnet::HDR_F_NEEDS_CSUM, 0);
+
+    // B2 with GUEST_CSUM: the frame arrives still partial, flagged NEEDS_CSUM.
+    let mut b2 = NetDev::new(ns.tap(), MAC_B, &el.handle(), want() | csum_feats);
+    drop(b);
+    a.queue_frame_hdr(&hdr, &f);
+    a.drv.kick(1);
+    let got = b2.recv_where("the UDP frame at B2", is_udp);
+    assert_eq!(got, f, "delivered untouched");
+    assert_ne!(
+        b2.last_hdr[0] & vnet::HDR_F_NEEDS_CSUM,
+        0,
+        "NEEDS_CSUM passed on"
+    );
+    assert_eq!(u16::from_le_bytes([b2.last_hdr[6], b2.last_hdr[7]]), 34);
+    assert_eq!(u16::from_le_bytes([b2.last_hdr[8], b2.last_hdr[9]]), 6);
 }
 
 #[test]
