@@ -903,3 +903,92 @@ fn reset_during_io_stops_all_dma() {
     let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
     assert_eq!(st, blk::S_OK);
 }
+
+/// Counts flushes on the way to a real disk.
+struct CountingDisk {
+    inner: Arc<dyn vmm_engine::devices::virtio::DiskImage>,
+    flushes: std::sync::atomic::AtomicU32,
+}
+
+impl vmm_engine::devices::virtio::DiskImage for CountingDisk {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(
+        &self,
+        buf: &mut [u8],
+        off: u64,
+    ) -> Result<(), vmm_engine::devices::virtio::BlockError> {
+        self.inner.read_at(buf, off)
+    }
+    fn write_at(
+        &self,
+        buf: &[u8],
+        off: u64,
+    ) -> Result<(), vmm_engine::devices::virtio::BlockError> {
+        self.inner.write_at(buf, off)
+    }
+    fn flush(&self) -> Result<(), vmm_engine::devices::virtio::BlockError> {
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.flush()
+    }
+    fn discard(&self, off: u64, len: u64) -> Result<(), vmm_engine::devices::virtio::BlockError> {
+        self.inner.discard(off, len)
+    }
+    fn write_zeroes(
+        &self,
+        off: u64,
+        len: u64,
+    ) -> Result<(), vmm_engine::devices::virtio::BlockError> {
+        self.inner.write_zeroes(off, len)
+    }
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
+    }
+}
+
+#[test]
+fn write_through_without_flush_feature_write_back_with_it() {
+    let dir = tempdir("wt");
+    let path = dir.0.join("disk.raw");
+    std::fs::write(&path, vec![0u8; (DISK_SECTORS * 512) as usize]).unwrap();
+    let disk = Arc::new(CountingDisk {
+        inner: open_disk(&path, DiskFormat::Raw, false).unwrap(),
+        flushes: Default::default(),
+    });
+    let el = EventLoop::start("virtio-test").unwrap();
+    let mem = guest_memory(MEM);
+    let dev = VirtioPciDevice::new(
+        Box::new(Blk::new(disk.clone(), "wt")),
+        mem.clone(),
+        RecordingMsi::new(),
+        RecordingIrq::new(),
+        el.handle(),
+    )
+    .unwrap();
+    let mut d = Driver::new(dev, mem, 0x10_0000);
+    let flushes = || disk.flushes.load(std::sync::atomic::Ordering::SeqCst);
+    // As SeaBIOS does: VERSION_1 and BLK_SIZE only, no FLUSH.
+    d.negotiate(F_VERSION_1 | 1 << 6);
+    d.setup_queue(0, 16, NO_VECTOR);
+    d.driver_ok();
+    let buf = d.alloc(512, 512);
+    let (st, _) = run(&mut d, blk::T_OUT, 0, &[(buf, 512, 0)]);
+    assert_eq!(st, blk::S_OK);
+    assert_eq!(flushes(), 1, "write-through: the write was made durable");
+    let (st, _) = run(&mut d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_OK);
+    assert_eq!(flushes(), 1, "reads do not flush");
+    // With FLUSH negotiated, writes are write-back until the driver flushes.
+    d.queues.clear();
+    d.negotiate(ALL);
+    d.setup_queue(0, 16, NO_VECTOR);
+    d.driver_ok();
+    let (st, _) = run(&mut d, blk::T_OUT, 0, &[(buf, 512, 0)]);
+    assert_eq!(st, blk::S_OK);
+    assert_eq!(flushes(), 1);
+    let (st, _) = run(&mut d, blk::T_FLUSH, 0, &[]);
+    assert_eq!(st, blk::S_OK);
+    assert_eq!(flushes(), 2);
+}

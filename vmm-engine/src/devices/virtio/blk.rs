@@ -60,6 +60,9 @@ pub struct Blk {
     disk: Arc<dyn DiskImage>,
     id: [u8; ID_BYTES],
     read_only: bool,
+    /// FLUSH not negotiated: the driver expects write-through, so every
+    /// write is made durable before it completes (virtio 1.x 5.2.6.2).
+    write_through: bool,
     buf: Vec<u8>,
 }
 
@@ -76,6 +79,7 @@ impl Blk {
             disk,
             id,
             read_only,
+            write_through: true,
             buf: Vec::new(),
         }
     }
@@ -167,7 +171,7 @@ impl Blk {
                     }
                     pos += n as u64;
                 }
-                (S_OK, 0)
+                self.sync_if_write_through()
             }
             T_FLUSH => match self.disk.flush() {
                 Ok(()) => (S_OK, 0),
@@ -242,6 +246,17 @@ impl Blk {
             };
             if let Err(e) = r {
                 log::warn!("virtio-blk: discard/write-zeroes at {off}+{len}: {e}");
+                return (S_IOERR, 0);
+            }
+        }
+        self.sync_if_write_through()
+    }
+
+    /// In write-through mode, flushes before a write completes.
+    fn sync_if_write_through(&self) -> (u8, u32) {
+        if self.write_through {
+            if let Err(e) = self.disk.flush() {
+                log::warn!("virtio-blk: write-through flush: {e}");
                 return (S_IOERR, 0);
             }
         }
@@ -322,11 +337,13 @@ impl VirtioBackend for Blk {
                 .unwrap_or(0);
         }
     }
-    fn activate(&mut self, _features: u64) -> Result<(), VirtioError> {
+    fn activate(&mut self, features: u64) -> Result<(), VirtioError> {
+        self.write_through = features & F_FLUSH == 0;
         Ok(())
     }
     fn reset(&mut self) {
         self.buf = Vec::new();
+        self.write_through = true;
     }
     fn process(&mut self, wake: Wake, ctx: &mut QueueCtx<'_>) {
         if wake != Wake::Queue(0) {
