@@ -517,7 +517,13 @@ fn intx_fallback_and_isr() {
     let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
     assert_eq!(st, blk::S_OK);
     assert!(wait_for(T, || s.irq.level()), "INTx raised");
+    assert_ne!(
+        cfg16(&mut s.drv.dev, 6) & (1 << 3),
+        0,
+        "PCI status INTx bit"
+    );
     assert_eq!(s.drv.read_isr() & 1, 1, "ISR queue bit");
+    assert_eq!(cfg16(&mut s.drv.dev, 6) & (1 << 3), 0, "INTx bit clear");
     assert!(!s.irq.level(), "ISR read lowers the line");
     assert_eq!(s.drv.read_isr(), 0, "ISR read clears");
     assert!(s.msi.messages().is_empty());

@@ -6,6 +6,9 @@
 //! sector past the end) gets IOERR when its status byte can be written, and
 //! is otherwise returned with length 0 and logged.
 //!
+//! A driver that does not negotiate FLUSH (SeaBIOS) gets write-through:
+//! each write is flushed before it completes.
+//!
 //! Missing: multiqueue, config WCE, secure erase, zoned commands; I/O is
 //! synchronous on the event-loop thread.
 

@@ -847,6 +847,12 @@ impl PciDevice for VirtioPciDevice {
     }
 
     fn config_read(&mut self, offset: usize, data: &mut [u8]) {
+        // The status register's INTx bit follows the line.
+        let intx = {
+            let s = self.irq.lock();
+            s.isr != 0 && !s.msix_enabled
+        };
+        self.config.set_intx_status(intx);
         if self.overlaps_cfg_data(offset, data.len()) {
             if let Some((off, len)) = self.cfg_window() {
                 let mut buf = [0u8; 4];
