@@ -998,3 +998,31 @@ fn write_through_without_flush_feature_write_back_with_it() {
     assert_eq!(st, blk::S_OK);
     assert_eq!(flushes(), 2);
 }
+
+#[test]
+fn doorbell_through_the_pci_cfg_window_as_seabios_does_above_4g() {
+    let mut s = setup("cfgkick", false, 0x33);
+    ready(&mut s);
+    let d = &mut s.drv;
+    let buf = d.alloc(512, 512);
+    let r = req_area(d);
+    write_hdr(d, r.hdr, blk::T_IN, 0);
+    d.add_chain(
+        0,
+        &[
+            (r.hdr, 16, 0),
+            (buf, 512, DESC_F_WRITE),
+            (r.st, 1, DESC_F_WRITE),
+        ],
+    );
+    // bar = 4, offset = notify of queue 0, length = 2, then a 16-bit write.
+    let c = d.pci_cfg_cap;
+    d.dev.config_write(c + 4, &[4]);
+    d.dev
+        .config_write(c + 8, &(d.notify.offset as u32).to_le_bytes());
+    d.dev.config_write(c + 12, &2u32.to_le_bytes());
+    d.dev.config_write(c + 16, &0u16.to_le_bytes());
+    d.wait_used(0, T);
+    assert_eq!(d.mem.read_obj::<u8>(GuestAddress(r.st)).unwrap(), blk::S_OK);
+    assert_eq!(d.mem.read_obj::<u8>(GuestAddress(buf)).unwrap(), 0x33);
+}
