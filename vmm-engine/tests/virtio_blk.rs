@@ -1026,3 +1026,28 @@ fn doorbell_through_the_pci_cfg_window_as_seabios_does_above_4g() {
     assert_eq!(d.mem.read_obj::<u8>(GuestAddress(r.st)).unwrap(), blk::S_OK);
     assert_eq!(d.mem.read_obj::<u8>(GuestAddress(buf)).unwrap(), 0x33);
 }
+
+#[test]
+fn avail_index_far_ahead_sets_needs_reset() {
+    let mut s = setup("needsreset", false, 0);
+    ready(&mut s);
+    let d = &mut s.drv;
+    let avail = d.queues[&0].avail;
+    // The ring holds 64 entries; claim 300 are available.
+    d.mem.write_obj(300u16, GuestAddress(avail + 2)).unwrap();
+    d.kick_always(0);
+    assert!(
+        wait_for(T, || d.status() & status::NEEDS_RESET != 0),
+        "NEEDS_RESET set"
+    );
+    assert_eq!(d.used_idx(0), 0, "nothing was served");
+    assert!(wait_for(T, || s.msi.count_data(0) >= 1), "config interrupt");
+    // A reset clears it and the device works again.
+    s.drv.queues.clear();
+    ready(&mut s);
+    let d = &mut s.drv;
+    assert_eq!(d.status() & status::NEEDS_RESET, 0);
+    let buf = d.alloc(512, 512);
+    let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_OK);
+}

@@ -251,14 +251,38 @@ struct DeviceState {
     live: bool,
     /// PCI bus mastering: without it the device does no DMA.
     bus_master: bool,
+    /// The driver broke a ring (NEEDS_RESET until the next reset).
+    broken: bool,
     mem: GuestMem,
     irq: Arc<Interrupts>,
 }
 
 impl DeviceState {
     fn run(&mut self, wake: Wake) {
-        if !self.live || !self.bus_master {
+        if !self.live || !self.bus_master || self.broken {
             return;
+        }
+        // An avail index further ahead than the ring is long is a driver
+        // bug (or an attack): stop the device and ask for a reset.
+        for (i, q) in self.queues.iter().enumerate() {
+            if !q.ready() {
+                continue;
+            }
+            let Ok(avail) = q.avail_idx(&self.mem, std::sync::atomic::Ordering::Acquire) else {
+                continue;
+            };
+            let ahead = avail.0.wrapping_sub(q.next_avail());
+            if ahead > q.size() {
+                log::warn!(
+                    "virtio: queue {i}: avail index {} is {ahead} entries ahead of a ring of {}; \
+                     the device needs a reset",
+                    avail.0,
+                    q.size()
+                );
+                self.broken = true;
+                self.irq.signal_config();
+                return;
+            }
         }
         let DeviceState {
             backend,
@@ -411,6 +435,7 @@ impl VirtioPciDevice {
             queues,
             live: false,
             bus_master: false,
+            broken: false,
             mem,
             irq: irq.clone(),
         }));
@@ -506,6 +531,7 @@ impl VirtioPciDevice {
         {
             let mut st = lock_state(&self.state);
             st.live = false;
+            st.broken = false;
             st.backend.reset();
             for q in st.queues.iter_mut() {
                 q.reset();
@@ -595,7 +621,10 @@ impl VirtioPciDevice {
             },
             MSIX_CONFIG => self.irq.lock().config_vector as u64,
             NUM_QUEUES => self.num_queues as u64,
-            DEVICE_STATUS => self.status as u64,
+            DEVICE_STATUS => {
+                let nr = if st.broken { status::NEEDS_RESET } else { 0 };
+                (self.status | nr) as u64
+            }
             CONFIG_GENERATION => self.config_generation as u64,
             QUEUE_SELECT => self.queue_select as u64,
             QUEUE_SIZE => q.map_or(0, |q| q.size() as u64),
