@@ -219,7 +219,7 @@ impl Net {
             }
             let part = self.rx_buf.get(written..len).unwrap_or(&[]);
             let n = p.write_at(mem, 0, part);
-            if n == 0 && !part.is_empty() {
+            if n == 0 || (!mergeable && n != part.len()) {
                 q.set_next_avail(start);
                 return Placed::Dropped;
             }
