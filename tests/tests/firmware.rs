@@ -126,8 +126,8 @@ fn mtype_grubenv(raw: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn env_round_trip(format: DiskFormat) {
-    let dir = tmpdir(&format!("env-{format:?}"));
+fn env_round_trip(format: DiskFormat, interface: DiskInterface) {
+    let dir = tmpdir(&format!("env-{format:?}-{interface:?}"));
     let raw = dir.join("env.img");
     std::fs::copy(guest("grub", "env-disk.img"), &raw).expect("copy disk");
     assert!(!mtype_grubenv(&raw).contains("vireo_value=42"));
@@ -149,7 +149,7 @@ fn env_round_trip(format: DiskFormat) {
     s.disks.push(DiskSpec {
         path: disk.clone(),
         format,
-        interface: DiskInterface::Ide,
+        interface,
         readonly: false,
     });
     let (vm, mut con) = run(s);
@@ -189,10 +189,42 @@ fn env_round_trip(format: DiskFormat) {
 
 #[test]
 fn grub_save_env_writes_a_raw_ide_disk() {
-    env_round_trip(DiskFormat::Raw);
+    env_round_trip(DiskFormat::Raw, DiskInterface::Ide);
 }
 
 #[test]
 fn grub_save_env_writes_a_qcow2_ide_disk() {
-    env_round_trip(DiskFormat::Qcow2);
+    env_round_trip(DiskFormat::Qcow2, DiskInterface::Ide);
+}
+
+/// SeaBIOS's own virtio-blk driver (virtio 1.0 PCI) serves GRUB's INT 13h.
+#[test]
+fn grub_save_env_writes_a_qcow2_virtio_disk() {
+    env_round_trip(DiskFormat::Qcow2, DiskInterface::Virtio);
+}
+
+#[test]
+fn seabios_boots_grub_from_a_virtio_disk() {
+    let dir = tmpdir("virtio-boot");
+    let disk = dir.join("disk.img");
+    std::fs::copy(guest("grub", "disk-boot.img"), &disk).expect("copy disk");
+    let dir_log = dir.join("seabios.log");
+    let mut s = VmSpec::firmware();
+    s.memory_mib = 128;
+    s.firmware_log = Some(dir_log.clone());
+    s.disks.push(DiskSpec {
+        path: disk,
+        format: DiskFormat::Raw,
+        interface: DiskInterface::Virtio,
+        readonly: false,
+    });
+    if let BootSpec::Firmware(f) = &mut s.boot {
+        f.order = BootOrder::DiskFirst;
+    }
+    let (_vm, mut con) = run(s);
+    // GRUB read its modules and grub.cfg from the disk to print this.
+    con.wait_for("VIREO-BOOTED-FROM-DISK", T);
+    assert_eq!(con.wait_stopped(T), StopReason::PowerOff);
+    let log = std::fs::read_to_string(dir_log).expect("firmware log");
+    assert!(log.contains("found virtio-blk at 00:03.0"), "{log}");
 }

@@ -10,6 +10,7 @@ pub mod cpuid;
 pub mod devices;
 pub mod display;
 pub mod memory;
+pub mod net;
 pub mod platform;
 pub mod spec;
 pub mod vcpu;

@@ -30,7 +30,9 @@ use crate::acpi::{self, AcpiConfig, AcpiTables};
 use crate::block;
 use crate::bus::{Bus, SharedDevice};
 use crate::devices::acpi_pm::{AcpiPm, ACPI_PM_BASE, ACPI_PM_LEN, SCI_IRQ};
-use crate::devices::fw_cfg::{boot_path_ide, FwCfg, FW_CFG_PORT_BASE, FW_CFG_PORT_LEN};
+use crate::devices::fw_cfg::{
+    boot_path_ide, boot_path_pci, FwCfg, FW_CFG_PORT_BASE, FW_CFG_PORT_LEN,
+};
 use crate::devices::i8042::{I8042Port, I8042};
 use crate::devices::ide::{Channel, Ide, Slot, DEVFN as IDE_DEVFN, PRIMARY_IRQ, SECONDARY_IRQ};
 use crate::devices::legacy::{DebugConsole, PostPort, DEBUGCON_PORT, POST_PORT};
@@ -43,6 +45,11 @@ use crate::devices::pci::PciDevice;
 use crate::devices::rtc::{BootDevice, Rtc, RtcTimer, RTC_PORT};
 use crate::devices::serial::{SerialDevice, SerialSink, COM1_BASE, COM1_IRQ};
 use crate::devices::vga::{StdVga, VgaHandle, VramMapper, VRAM_SIZE};
+use crate::devices::virtio::blk::Blk;
+use crate::devices::virtio::event_loop::EventLoop;
+use crate::devices::virtio::net::Net;
+use crate::devices::virtio::pci::VirtioPciDevice;
+use crate::devices::virtio::{MsiSink, VirtioBackend};
 use crate::devices::{IrqLine, PowerHandle};
 use crate::memory::{
     GuestMem, MemoryLayout, RamSlot, BIOS_AREA_START, ONE_MIB, PAM_SLOT_BASE, PCI_HOLE_START,
@@ -57,6 +64,8 @@ pub const DEFAULT_VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
 pub const VGA_DEVFN: u8 = 0x10;
 /// KVM memory slot of the VGA framebuffer (RAM and BIOS use the ones below).
 pub const VRAM_SLOT: u32 = 20;
+/// The first PCI slot for virtio devices (00:03.0 on).
+pub const FIRST_VIRTIO_SLOT: u8 = 3;
 /// PIRQ A-D routing SeaBIOS programs, and the ACPI _PRT describes.
 pub const PCI_IRQS: [u8; 4] = [10, 10, 11, 11];
 
@@ -69,6 +78,8 @@ pub struct Platform {
     pub pci_root: Arc<Mutex<PciRoot>>,
     pub ide: Arc<Mutex<Ide>>,
     _rtc_timer: Option<RtcTimer>,
+    /// The I/O thread serving virtio backends; dropped after the devices.
+    _io_loop: EventLoop,
 }
 
 impl Platform {
@@ -111,6 +122,23 @@ fn pam_handler(vm: Arc<VmFd>, mem: GuestMem, layout: &MemoryLayout) -> PamCallba
             }
         }
     })
+}
+
+/// MSI-X messages from virtio devices, delivered with KVM_SIGNAL_MSI.
+struct KvmMsi(Arc<VmFd>);
+
+impl MsiSink for KvmMsi {
+    fn signal(&self, addr: u64, data: u32) {
+        let msi = kvm_bindings::kvm_msi {
+            address_lo: addr as u32,
+            address_hi: (addr >> 32) as u32,
+            data,
+            ..Default::default()
+        };
+        if let Err(e) = self.0.signal_msi(msi) {
+            log::warn!("KVM_SIGNAL_MSI failed: {e}");
+        }
+    }
 }
 
 /// The framebuffer as a KVM slot with dirty logging.
@@ -306,15 +334,6 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
         .iter()
         .filter(|d| d.interface == DiskInterface::Ide)
         .collect();
-    if spec
-        .disks
-        .iter()
-        .any(|d| d.interface == DiskInterface::Virtio)
-    {
-        return Err(VmError::InvalidSpec(
-            "virtio disks are not available in this build yet; use if=ide".into(),
-        ));
-    }
     let slots = [
         (Channel::Primary, Slot::Master),
         (Channel::Primary, Slot::Slave),
@@ -355,6 +374,57 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .add_device(IDE_DEVFN, ide.clone() as Arc<Mutex<dyn PciDevice>>);
+
+    // virtio-pci: disks (if=virtio) then NICs, from slot 3 on.
+    let io_loop = EventLoop::start("vireo-io")
+        .map_err(|e| VmError::Device(format!("cannot start the I/O thread: {e}")))?;
+    let msi: Arc<dyn MsiSink> = Arc::new(KvmMsi(vm_fd.clone()));
+    let mut next_slot: u8 = FIRST_VIRTIO_SLOT;
+    let mut virtio_boot_paths = Vec::new();
+    let mut add_virtio = |backend: Box<dyn VirtioBackend>, what: &str| -> Result<u8, VmError> {
+        if next_slot > 31 {
+            return Err(VmError::InvalidSpec(format!(
+                "too many virtio devices: no PCI slot left for {what}"
+            )));
+        }
+        let slot = next_slot;
+        next_slot += 1;
+        let intx = router.irq_line_for(slot, 1);
+        let dev = VirtioPciDevice::new(backend, mem.clone(), msi.clone(), intx, io_loop.handle())
+            .map_err(|e| VmError::Device(format!("{what}: {e}")))?;
+        pci_root
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_device(slot << 3, Arc::new(Mutex::new(dev)));
+        Ok(slot)
+    };
+    for (i, d) in spec
+        .disks
+        .iter()
+        .filter(|d| d.interface == DiskInterface::Virtio)
+        .enumerate()
+    {
+        let img = block::open(&d.path, d.format, d.readonly)
+            .map_err(|e| VmError::InvalidSpec(format!("disk {}: {e}", d.path.display())))?;
+        let serial = format!("vireo-vd{i}");
+        let slot = add_virtio(Box::new(Blk::new(img, &serial)), "virtio-blk")?;
+        virtio_boot_paths.push(boot_path_pci("scsi", slot, 0));
+    }
+    for nic in &spec.nics {
+        let mac = if nic.mac.is_empty() {
+            crate::net::random_mac()
+        } else {
+            crate::net::parse_mac(&nic.mac).ok_or_else(|| {
+                VmError::InvalidSpec(format!(
+                    "MAC address {:?} is not valid: use six hex pairs like 52:54:00:12:34:56",
+                    nic.mac
+                ))
+            })?
+        };
+        let tap = crate::net::open_tap_on_bridge(&nic.bridge, "vireo%d")
+            .map_err(|e| VmError::InvalidSpec(e.to_string()))?;
+        add_virtio(Box::new(Net::new(tap, mac)), "virtio-net")?;
+    }
 
     // VGA.
     let rom = if firmware {
@@ -412,9 +482,11 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
             BootOrder::CdromFirst => {
                 paths.extend(cd_boot_path.clone());
                 paths.extend(disk_boot_paths.iter().cloned());
+                paths.extend(virtio_boot_paths.iter().cloned());
             }
             BootOrder::DiskFirst => {
                 paths.extend(disk_boot_paths.iter().cloned());
+                paths.extend(virtio_boot_paths.iter().cloned());
                 paths.extend(cd_boot_path.clone());
             }
         }
@@ -441,6 +513,7 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
             pci_root,
             ide,
             _rtc_timer: Some(rtc_timer),
+            _io_loop: io_loop,
         },
         rsdp,
     ))

@@ -13,6 +13,7 @@ pub mod pci;
 pub mod rtc;
 pub mod serial;
 pub mod vga;
+pub mod virtio;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,6 @@
+//! virtio-net transmit-chain parsing on a guest made of fuzz input.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    vmm_engine::devices::virtio::fuzz::fuzz_net_tx(data);
+});
