@@ -312,9 +312,11 @@ mod tests {
     fn allocation_matches_layout() {
         let l = MemoryLayout::new(64 * MIB);
         let m = l.allocate().unwrap();
-        assert_eq!(m.num_regions(), 1);
+        assert_eq!(m.num_regions(), 2);
         m.write_obj(0xdead_beefu32, GuestAddress(64 * MIB - 4))
             .unwrap();
         assert!(m.write_obj(1u8, GuestAddress(64 * MIB)).is_err());
+        // The VGA window is not RAM: it traps to the device.
+        assert!(m.write_obj(1u8, GuestAddress(0xb8000)).is_err());
     }
 }

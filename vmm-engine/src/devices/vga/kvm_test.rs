@@ -126,7 +126,6 @@ impl VramMapper for KvmVram {
 }
 
 #[test]
-#[ignore = "needs /dev/kvm and Debian's seabios package; run with --ignored"]
 fn vga_bios_drives_the_device_under_kvm() {
     let rom = std::fs::read(ROM_PATH).unwrap_or_else(|e| panic!("cannot read {ROM_PATH}: {e}"));
     let kvm = Kvm::new().unwrap_or_else(|e| panic!("this test needs /dev/kvm: {e}"));
