@@ -361,7 +361,9 @@ pub fn run(a: RunArgs) -> i32 {
                 break match reason {
                     StopReason::PowerOff | StopReason::Reset => 0,
                     StopReason::ForcedOff => {
-                        if quit_requested.load(std::sync::atomic::Ordering::SeqCst) {
+                        if quit_requested.load(std::sync::atomic::Ordering::SeqCst)
+                            || control.as_ref().is_some_and(|c| c.quit_requested())
+                        {
                             0
                         } else {
                             1

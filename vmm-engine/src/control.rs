@@ -88,6 +88,7 @@ struct ServerShared {
     stop: AtomicBool,
     clients: Mutex<Clients>,
     served: AtomicU64,
+    quit: AtomicBool,
 }
 
 /// A running control socket. Dropping it stops serving, disconnects every
@@ -112,6 +113,11 @@ impl ControlServer {
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether a client asked the VM to quit (the `quit` command).
+    pub fn quit_requested(&self) -> bool {
+        self.shared.quit.load(Ordering::SeqCst)
     }
 
     /// How many client connections were accepted so far.
@@ -153,6 +159,7 @@ pub fn serve(vm: Arc<Vm>, path: impl AsRef<Path>) -> Result<ControlServer, Contr
             threads: Vec::new(),
         }),
         served: AtomicU64::new(0),
+        quit: AtomicBool::new(false),
     });
     let s = shared.clone();
     let accept = std::thread::Builder::new()
@@ -314,7 +321,7 @@ fn serve_client(stream: UnixStream, shared: &ServerShared) {
             continue;
         }
         let reply = match shared.vm.upgrade() {
-            Some(vm) => handle_line(&vm, &line),
+            Some(vm) => handle(&vm, &line, &|| shared.quit.store(true, Ordering::SeqCst)),
             None => error_reply(None, "the VM is gone"),
         };
         if send(&mut out, &reply).is_err() {
@@ -336,6 +343,11 @@ fn error_reply(id: Option<&Value>, msg: &str) -> Value {
 /// Runs one request line against `vm` and returns the reply. Public so the
 /// protocol can be exercised without a socket.
 pub fn handle_line(vm: &Vm, line: &[u8]) -> Value {
+    handle(vm, line, &|| {})
+}
+
+/// [`handle_line`], calling `on_quit` before a `quit` powers the VM off.
+fn handle(vm: &Vm, line: &[u8], on_quit: &dyn Fn()) -> Value {
     let req: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
         Err(e) => return error_reply(None, &format!("invalid JSON: {e}")),
@@ -344,7 +356,7 @@ pub fn handle_line(vm: &Vm, line: &[u8]) -> Value {
         return error_reply(None, "a request must be a JSON object");
     };
     let id = req.get("id");
-    match run_command(vm, &req) {
+    match run_command(vm, &req, on_quit) {
         Ok(Value::Object(mut m)) => {
             let mut out = Map::new();
             if let Some(id) = id {
@@ -383,7 +395,7 @@ fn require_running(vm: &Vm) -> Result<(), String> {
     }
 }
 
-fn run_command(vm: &Vm, req: &Map<String, Value>) -> Result<Value, String> {
+fn run_command(vm: &Vm, req: &Map<String, Value>, on_quit: &dyn Fn()) -> Result<Value, String> {
     let cmd = str_arg(req, "cmd")?;
     match cmd {
         "status" => {
@@ -468,6 +480,7 @@ fn run_command(vm: &Vm, req: &Map<String, Value>) -> Result<Value, String> {
             Ok(json!({}))
         }
         "quit" => {
+            on_quit();
             vm.power_off();
             Ok(json!({}))
         }
