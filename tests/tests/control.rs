@@ -332,6 +332,13 @@ fn socket_file_handling() {
         Err(ControlError::NotASocket(_))
     ));
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    // Someone removed the socket file: dropping the server still returns.
+    let gone = dir.join("gone.sock");
+    let server = control::serve(vm.clone(), &gone).unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    let t0 = std::time::Instant::now();
+    drop(server);
+    assert!(t0.elapsed() < Duration::from_secs(5));
     // A directory that does not exist.
     assert!(matches!(
         control::serve(vm.clone(), dir.join("no/such/dir.sock")),

@@ -34,6 +34,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -98,6 +99,8 @@ pub struct ControlServer {
     path: PathBuf,
     shared: Arc<ServerShared>,
     accept: Option<JoinHandle<()>>,
+    /// The listening socket, to wake the accept loop on drop.
+    listener: Option<UnixListener>,
     _vm: Arc<Vm>,
 }
 
@@ -161,6 +164,7 @@ pub fn serve(vm: Arc<Vm>, path: impl AsRef<Path>) -> Result<ControlServer, Contr
         served: AtomicU64::new(0),
         quit: AtomicBool::new(false),
     });
+    let waker = listener.try_clone().ok();
     let s = shared.clone();
     let accept = std::thread::Builder::new()
         .name("control".into())
@@ -173,6 +177,7 @@ pub fn serve(vm: Arc<Vm>, path: impl AsRef<Path>) -> Result<ControlServer, Contr
         path,
         shared,
         accept: Some(accept),
+        listener: waker,
         _vm: vm,
     })
 }
@@ -180,7 +185,15 @@ pub fn serve(vm: Arc<Vm>, path: impl AsRef<Path>) -> Result<ControlServer, Contr
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop with a connection of our own.
+        // Wake the accept loop: shutting the listening socket down makes a
+        // blocked accept() fail; a connection of our own covers the rest.
+        if let Some(l) = &self.listener {
+            // SAFETY: shutdown(2) on a descriptor this struct owns; it
+            // touches no memory.
+            unsafe {
+                libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR);
+            }
+        }
         let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.accept.take() {
             let _ = t.join();
@@ -211,6 +224,9 @@ fn accept_loop(listener: UnixListener, shared: Arc<ServerShared>) {
         let mut stream = match conn {
             Ok(s) => s,
             Err(e) => {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
                 log::warn!("control socket: accept failed: {e}");
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
@@ -321,7 +337,7 @@ fn serve_client(stream: UnixStream, shared: &ServerShared) {
             continue;
         }
         let reply = match shared.vm.upgrade() {
-            Some(vm) => handle(&vm, &line, &|| shared.quit.store(true, Ordering::SeqCst)),
+            Some(vm) => handle(&vm, &line, Some(shared)),
             None => error_reply(None, "the VM is gone"),
         };
         if send(&mut out, &reply).is_err() {
@@ -343,11 +359,12 @@ fn error_reply(id: Option<&Value>, msg: &str) -> Value {
 /// Runs one request line against `vm` and returns the reply. Public so the
 /// protocol can be exercised without a socket.
 pub fn handle_line(vm: &Vm, line: &[u8]) -> Value {
-    handle(vm, line, &|| {})
+    handle(vm, line, None)
 }
 
-/// [`handle_line`], calling `on_quit` before a `quit` powers the VM off.
-fn handle(vm: &Vm, line: &[u8], on_quit: &dyn Fn()) -> Value {
+/// [`handle_line`] for a server: `quit` is recorded, and long key
+/// sequences stop early when the server shuts down.
+fn handle(vm: &Vm, line: &[u8], server: Option<&ServerShared>) -> Value {
     let req: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
         Err(e) => return error_reply(None, &format!("invalid JSON: {e}")),
@@ -356,7 +373,7 @@ fn handle(vm: &Vm, line: &[u8], on_quit: &dyn Fn()) -> Value {
         return error_reply(None, "a request must be a JSON object");
     };
     let id = req.get("id");
-    match run_command(vm, &req, on_quit) {
+    match run_command(vm, &req, server) {
         Ok(Value::Object(mut m)) => {
             let mut out = Map::new();
             if let Some(id) = id {
@@ -395,7 +412,12 @@ fn require_running(vm: &Vm) -> Result<(), String> {
     }
 }
 
-fn run_command(vm: &Vm, req: &Map<String, Value>, on_quit: &dyn Fn()) -> Result<Value, String> {
+fn run_command(
+    vm: &Vm,
+    req: &Map<String, Value>,
+    server: Option<&ServerShared>,
+) -> Result<Value, String> {
+    let stopping = || server.is_some_and(|s| s.stop.load(Ordering::SeqCst));
     let cmd = str_arg(req, "cmd")?;
     match cmd {
         "status" => {
@@ -440,7 +462,7 @@ fn run_command(vm: &Vm, req: &Map<String, Value>, on_quit: &dyn Fn()) -> Result<
                     .ok_or_else(|| format!("'hold-ms' must be an integer 0..={MAX_HOLD_MS}"))?,
             };
             require_running(vm)?;
-            send_combo(vm, &keys, Duration::from_millis(hold));
+            send_combo(vm, &keys, Duration::from_millis(hold), &stopping);
             let names: Vec<&str> = keys.iter().map(|k| k.qemu_name()).collect();
             Ok(json!({ "keys": names }))
         }
@@ -455,6 +477,9 @@ fn run_command(vm: &Vm, req: &Map<String, Value>, on_quit: &dyn Fn()) -> Result<
             let keys = keys::keys_for_text(text).map_err(|e| e.to_string())?;
             require_running(vm)?;
             for (key, shift) in &keys {
+                if stopping() {
+                    return Err("interrupted: the control socket is closing".into());
+                }
                 type_key(vm, *key, *shift);
             }
             Ok(json!({ "keys": keys.len() }))
@@ -480,7 +505,9 @@ fn run_command(vm: &Vm, req: &Map<String, Value>, on_quit: &dyn Fn()) -> Result<
             Ok(json!({}))
         }
         "quit" => {
-            on_quit();
+            if let Some(s) = server {
+                s.quit.store(true, Ordering::SeqCst);
+            }
             vm.power_off();
             Ok(json!({}))
         }
@@ -492,12 +519,20 @@ fn run_command(vm: &Vm, req: &Map<String, Value>, on_quit: &dyn Fn()) -> Result<
 }
 
 /// Presses the keys in order, holds them, releases them in reverse.
-fn send_combo(vm: &Vm, keys: &[KeyCode], hold: Duration) {
+/// The hold ends early when `stop` says so; the keys are released anyway.
+fn send_combo(vm: &Vm, keys: &[KeyCode], hold: Duration, stop: &dyn Fn() -> bool) {
     for k in keys {
         vm.key_event(*k, true);
         std::thread::sleep(TYPE_STEP);
     }
-    std::thread::sleep(hold);
+    let until = std::time::Instant::now() + hold;
+    while !stop() {
+        let now = std::time::Instant::now();
+        if now >= until {
+            break;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(50)));
+    }
     for k in keys.iter().rev() {
         vm.key_event(*k, false);
         std::thread::sleep(TYPE_STEP);
