@@ -455,8 +455,9 @@ fn grub_text_menu_readable_and_matches_qemu_screendump() {
         let _ = q.save_png(&dir.join("qemu-menu.png"));
     }
     eprintln!(
-        "Vireo vs QEMU screendump of the GRUB text menu: {:.4}% equal pixels",
-        best * 100.0
+        "Vireo vs QEMU screendump of the GRUB text menu: {:.4}% equal pixels (QEMU run {:?})",
+        best * 100.0,
+        t_qemu.elapsed()
     );
     assert!(
         best >= 0.99,
