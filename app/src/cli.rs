@@ -67,6 +67,9 @@ pub struct RunArgs {
     /// A name for the VM (shown in logs).
     #[arg(long, default_value = "vm")]
     pub name: String,
+    /// Serve a control socket here (see `vireo ctl` and docs/CONTROL.md).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
 }
 
 fn parse_disk(s: &str) -> Result<DiskSpec, String> {
@@ -301,6 +304,16 @@ pub fn run(a: RunArgs) -> i32 {
         }
     };
     let events = vm.events();
+    let control = match &a.control {
+        Some(p) => match vmm_engine::control::serve(vm.clone(), p) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("vireo: {e}");
+                return 2;
+            }
+        },
+        None => None,
+    };
     if let Err(e) = vm.start() {
         eprintln!("vireo: {e}");
         return 1;
@@ -348,7 +361,9 @@ pub fn run(a: RunArgs) -> i32 {
                 break match reason {
                     StopReason::PowerOff | StopReason::Reset => 0,
                     StopReason::ForcedOff => {
-                        if quit_requested.load(std::sync::atomic::Ordering::SeqCst) {
+                        if quit_requested.load(std::sync::atomic::Ordering::SeqCst)
+                            || control.as_ref().is_some_and(|c| c.quit_requested())
+                        {
                             0
                         } else {
                             1
@@ -366,6 +381,7 @@ pub fn run(a: RunArgs) -> i32 {
         }
     };
     let _ = stdout.flush();
+    drop(control);
     drop(raw);
     code
 }

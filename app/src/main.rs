@@ -2,6 +2,7 @@
 //! with its serial console on the terminal.
 
 mod cli;
+mod ctl;
 
 use clap::{Parser, Subcommand};
 
@@ -19,7 +20,9 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Boot a VM headless; the guest's COM1 becomes this terminal.
-    Run(cli::RunArgs),
+    Run(Box<cli::RunArgs>),
+    /// Control a running VM through its control socket.
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() {
@@ -33,7 +36,8 @@ fn main() {
         }
     };
     let code = match args.command {
-        Some(Command::Run(r)) => cli::run(r),
+        Some(Command::Run(r)) => cli::run(*r),
+        Some(Command::Ctl(c)) => ctl::run(c),
         None => {
             eprintln!("vireo: the desktop window is not built into this version yet; use `vireo run --help`");
             2

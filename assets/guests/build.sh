@@ -116,7 +116,7 @@ cmd_grub_iso() {
 }
 
 # -------------------------------------------------------------------- tiny
-TINY_OUTPUTS="bootproto.bin portio.bin portio-0.bin"
+TINY_OUTPUTS="bootproto.bin portio.bin portio-0.bin vga13.iso vgaplanar.iso"
 
 build_tiny() {
     local src=$HERE/tiny dst=$OUT/tiny hash
@@ -129,6 +129,16 @@ build_tiny() {
         nasm -f bin -I "$src/" -o "$dst/bootproto.bin" "$src/bootproto.asm"
         nasm -f bin -I "$src/" -DCOUNT=$PORTIO_COUNT -o "$dst/portio.bin" "$src/portio.asm"
         nasm -f bin -I "$src/" -DCOUNT=0 -o "$dst/portio-0.bin" "$src/portio.asm"
+        # Boot-sector VGA guests as El Torito no-emulation CDs.
+        need xorriso
+        local name tree
+        for name in vga13 vgaplanar; do
+            tree=$(mktemp -d "${TMPDIR:-/tmp}/vireo-tiny-iso.XXXXXX")
+            nasm -f bin -o "$tree/boot.bin" "$src/$name.asm"
+            xorriso -as mkisofs -quiet -o "$dst/$name.iso" -b boot.bin -no-emul-boot \
+                -boot-load-size 4 "$tree" 2>/dev/null
+            rm -rf "$tree"
+        done
         echo "$hash" >"$dst/.stamp"
     fi
     print_outputs tiny $TINY_OUTPUTS

@@ -9,6 +9,9 @@
 //! [`Display::generation`] says there is a newer one, so an idle guest costs
 //! its viewers nothing. Snapshots share the pixel buffer (`Arc`), they never
 //! copy it.
+//!
+//! [`Framebuffer::save_png`] writes a frame as a PNG file (screenshots for
+//! the control socket and for tests).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,6 +35,70 @@ impl Framebuffer {
         let i = (y as usize * self.width as usize + x as usize) * 4;
         let p = self.pixels.get(i..i + 4)?;
         Some([p[0], p[1], p[2], p[3]])
+    }
+}
+
+/// Why a frame could not be written as a PNG.
+#[derive(Debug, thiserror::Error)]
+pub enum ScreenshotError {
+    #[error("the guest has not drawn a frame yet")]
+    NoFrame,
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("PNG encoding failed: {0}")]
+    Encode(#[from] png::EncodingError),
+}
+
+impl Framebuffer {
+    /// Encodes the frame as an 8-bit RGBA PNG into `w`.
+    pub fn write_png<W: std::io::Write>(&self, w: W) -> Result<(), ScreenshotError> {
+        let expect = self.width as usize * self.height as usize * 4;
+        if self.width == 0 || self.height == 0 || self.pixels.len() != expect {
+            return Err(ScreenshotError::NoFrame);
+        }
+        let mut enc = png::Encoder::new(w, self.width, self.height);
+        enc.set_color(png::ColorType::Rgba);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        let mut writer = enc.write_header()?;
+        writer.write_image_data(&self.pixels)?;
+        writer.finish()?;
+        Ok(())
+    }
+
+    /// Writes the frame to `path` as a PNG. The file is written next to
+    /// `path` under a temporary name and renamed into place, so a reader
+    /// never sees half a picture and a failure leaves no partial file.
+    pub fn save_png(&self, path: &std::path::Path) -> Result<(), ScreenshotError> {
+        use std::io::Write;
+        let io = |source| ScreenshotError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let name = path.file_name().ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a file name",
+            ))
+        })?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.tmp", std::process::id()));
+        let tmp = path.with_file_name(tmp_name);
+        let result = (|| {
+            let f = std::fs::File::create(&tmp).map_err(io)?;
+            let mut bw = std::io::BufWriter::new(f);
+            self.write_png(&mut bw)?;
+            bw.flush().map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(io)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
     }
 }
 
@@ -187,5 +254,46 @@ mod tests {
         let mut bad = vec![0u8; 3];
         assert!(!d.present(4, 1, &mut bad));
         assert_eq!(d.generation(), 3);
+    }
+
+    #[test]
+    fn save_png_round_trips_and_reports_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = Framebuffer::default();
+        assert!(matches!(
+            empty.save_png(&dir.path().join("x.png")),
+            Err(ScreenshotError::NoFrame)
+        ));
+        assert!(!dir.path().join("x.png").exists());
+
+        let mut px = Vec::new();
+        for i in 0..6u8 {
+            px.extend_from_slice(&[i, 10 * i, 255 - i, 255]);
+        }
+        let fb = Framebuffer {
+            width: 3,
+            height: 2,
+            pixels: Arc::new(px.clone()),
+            generation: 1,
+        };
+        let path = dir.path().join("shot.png");
+        fb.save_png(&path).unwrap();
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+        let mut r = dec.read_info().unwrap();
+        let mut buf = vec![0; r.output_buffer_size().unwrap()];
+        let info = r.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (3, 2));
+        assert_eq!(info.color_type, png::ColorType::Rgba);
+        assert_eq!(&buf[..info.buffer_size()], &px[..]);
+        // Only the picture is left behind, no temporary file.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        // A directory that does not exist: an I/O error naming the path.
+        let bad = dir.path().join("missing/shot.png");
+        let e = fb.save_png(&bad).unwrap_err();
+        assert!(matches!(e, ScreenshotError::Io { .. }), "{e}");
+        assert!(e.to_string().contains("missing/shot.png"), "{e}");
+        // A directory as the target.
+        assert!(fb.save_png(dir.path()).is_err());
     }
 }

@@ -6,6 +6,7 @@ pub mod acpi;
 pub mod block;
 pub mod boot;
 pub mod bus;
+pub mod control;
 pub mod cpuid;
 pub mod devices;
 pub mod display;

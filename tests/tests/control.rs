@@ -1,0 +1,347 @@
+//! The control socket (vmm_engine::control) with a running VM: every
+//! command, and clients that misbehave (garbage, unknown commands,
+//! oversized lines, disconnecting mid-command, too many at once, a
+//! screenshot path that cannot be written). The VM must keep running and
+//! answering through all of it. The guest is the tiny direct-boot one
+//! (`noecho action=halt`: it prints its banner and halts), which is cheap.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use vireo_tests::{guest, require_kvm, Console};
+use vmm_engine::control::{self, ControlError, MAX_CLIENTS, MAX_LINE};
+use vmm_engine::{StopReason, Vm, VmEvent, VmSpec};
+
+const T: Duration = Duration::from_secs(60);
+
+fn boot() -> (Arc<Vm>, Console) {
+    require_kvm();
+    let mut s = VmSpec::linux(guest("tiny", "bootproto.bin"));
+    s.memory_mib = 64;
+    if let vmm_engine::BootSpec::Linux(l) = &mut s.boot {
+        l.cmdline = "console=ttyS0 noecho action=halt".into();
+    }
+    let vm = Arc::new(Vm::create(s).expect("creating the VM"));
+    let mut con = Console::new(vm.events());
+    vm.start().expect("starting the VM");
+    con.wait_for("cmdline:", T);
+    (vm, con)
+}
+
+fn workdir(name: &str) -> PathBuf {
+    let d = vireo_tests::guest_dir().join("work").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("creating a work dir");
+    d
+}
+
+struct Client {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl Client {
+    fn connect(path: &Path) -> Client {
+        let w = UnixStream::connect(path).expect("connecting to the control socket");
+        w.set_read_timeout(Some(T)).unwrap();
+        Client {
+            r: BufReader::new(w.try_clone().unwrap()),
+            w,
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).expect("writing to the socket");
+    }
+
+    fn reply(&mut self) -> Value {
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("reading a reply");
+        assert!(line.ends_with('\n'), "reply is not a full line: {line:?}");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
+    }
+
+    fn call(&mut self, req: &str) -> Value {
+        self.send_raw(req.as_bytes());
+        self.send_raw(b"\n");
+        self.reply()
+    }
+
+    /// The server closed the connection (after any pending reply).
+    fn closed(&mut self) -> bool {
+        // Closing a Unix socket with unread input resets it: that is
+        // closed too.
+        let mut rest = Vec::new();
+        match self.r.read_to_end(&mut rest) {
+            Ok(_) => rest.is_empty(),
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let dec = png::Decoder::new(BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = dec.read_info().unwrap();
+    let mut px = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut px).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgba);
+    px.truncate(info.buffer_size());
+    (info.width, info.height, px)
+}
+
+fn ok(v: &Value) -> bool {
+    v["ok"] == json!(true)
+}
+
+fn err_contains(v: &Value, needle: &str) {
+    assert_eq!(v["ok"], json!(false), "expected an error reply: {v}");
+    let e = v["error"].as_str().unwrap_or("");
+    assert!(e.contains(needle), "error {e:?} lacks {needle:?}");
+}
+
+fn assert_running(sock: &Path) {
+    let st = Client::connect(sock).call(r#"{"cmd":"status"}"#);
+    assert!(ok(&st), "{st}");
+    assert_eq!(st["state"], "running", "{st}");
+}
+
+#[test]
+fn commands_work_on_a_running_vm() {
+    let (vm, mut con) = boot();
+    let dir = workdir("control-commands");
+    let sock = dir.join("vm.sock");
+    let server = control::serve(vm.clone(), &sock).expect("serving");
+    let mut c = Client::connect(&sock);
+
+    let st = c.call(r#"{"cmd":"status","id":"a1"}"#);
+    assert!(ok(&st), "{st}");
+    assert_eq!(st["id"], "a1");
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["name"], vm.spec().name.as_str());
+
+    // Direct boot has no VGA BIOS: the screen is blank (black). Once the
+    // display has drawn it, the screenshot is that frame.
+    let t0 = std::time::Instant::now();
+    while vm.display().generation() == 0 {
+        assert!(t0.elapsed() < T, "the display never drew a frame");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let shot = dir.join("shot.png");
+    let r = c.call(&json!({"cmd": "screenshot", "path": shot}).to_string());
+    assert!(ok(&r), "{r}");
+    let fb = vm.display().snapshot();
+    assert_eq!(r["width"].as_u64(), Some(fb.width as u64));
+    assert_eq!(read_png(&shot), (fb.width, fb.height, fb.pixels.to_vec()));
+
+    // Put a known frame on the VM's display, as the VGA device would; the
+    // screenshot is exactly that frame, as a PNG.
+    let (w, h) = (64u32, 48u32);
+    let mut pattern = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            pattern.extend_from_slice(&[x as u8 * 4, y as u8 * 5, (x ^ y) as u8, 255]);
+        }
+    }
+    let mut buf = pattern.clone();
+    assert!(vm.display().present(w, h, &mut buf));
+    let generation = vm.display().generation();
+    let r = c.call(&json!({"cmd": "screenshot", "path": shot}).to_string());
+    assert!(ok(&r), "{r}");
+    assert_eq!(
+        (r["width"].as_u64(), r["height"].as_u64()),
+        (Some(64), Some(48))
+    );
+    assert_eq!(r["generation"].as_u64(), Some(generation));
+    assert_eq!(read_png(&shot), (w, h, pattern));
+    let st = c.call(r#"{"cmd":"status"}"#);
+    assert_eq!(st["display"]["width"], json!(64), "{st}");
+    // The guest is not in a text mode the VGA can show.
+    let r = c.call(r#"{"cmd":"screen-text"}"#);
+    assert!(
+        ok(&r) || r["error"].as_str().unwrap_or("").contains("text mode"),
+        "{r}"
+    );
+
+    // Pause and resume, with the VM's own state agreeing.
+    let r = c.call(r#"{"cmd":"pause"}"#);
+    assert_eq!(r["state"], "paused", "{r}");
+    assert_eq!(vm.state(), vmm_engine::VmState::Paused);
+    assert_eq!(c.call(r#"{"cmd":"status"}"#)["state"], "paused");
+    let r = c.call(r#"{"cmd":"resume"}"#);
+    assert_eq!(r["state"], "running", "{r}");
+    assert_eq!(vm.state(), vmm_engine::VmState::Running);
+
+    // Keys: a combo and text; bad names are error replies.
+    let r = c.call(r#"{"cmd":"send-keys","keys":"ctrl-alt-delete","hold-ms":10}"#);
+    assert!(ok(&r), "{r}");
+    assert_eq!(r["keys"], json!(["ctrl", "alt", "delete"]));
+    let r = c.call(r#"{"cmd":"type","text":"ls -l\n"}"#);
+    assert_eq!(r["keys"], json!(6), "{r}");
+    err_contains(
+        &c.call(r#"{"cmd":"send-keys","keys":"ctrl-nosuchkey"}"#),
+        "nosuchkey",
+    );
+    err_contains(
+        &c.call(r#"{"cmd":"send-keys","keys":"a","hold-ms":-1}"#),
+        "hold-ms",
+    );
+    err_contains(&c.call(r#"{"cmd":"type","text":"\u00e9"}"#), "");
+    err_contains(&c.call(r#"{"cmd":"type"}"#), "missing 'text'");
+    err_contains(&c.call(r#"{"cmd":"type","text":5}"#), "must be a string");
+    let long = "a".repeat(control::MAX_TYPE_CHARS + 1);
+    err_contains(
+        &c.call(&json!({"cmd":"type","text":long}).to_string()),
+        "too long",
+    );
+    assert!(ok(&c.call(r#"{"cmd":"powerdown"}"#)));
+
+    // A reset restarts the machine; the socket keeps serving.
+    assert!(ok(&c.call(r#"{"cmd":"reset"}"#)));
+    con.wait_for_from("cmdline:", con.text.len(), T);
+    assert!(con.events.contains(&VmEvent::Reset), "{:?}", con.events);
+    assert_running(&sock);
+
+    // quit pulls the plug.
+    assert!(ok(&c.call(r#"{"cmd":"quit"}"#)));
+    assert_eq!(con.wait_stopped(T), StopReason::ForcedOff);
+    let st = c.call(r#"{"cmd":"status"}"#);
+    assert_eq!(st["state"], "stopped", "{st}");
+    err_contains(&c.call(r#"{"cmd":"pause"}"#), "stopped");
+
+    // Dropping the server disconnects clients and removes the socket.
+    drop(server);
+    assert!(c.closed());
+    assert!(!sock.exists());
+}
+
+#[test]
+fn bad_clients_get_errors_and_the_vm_keeps_running() {
+    let (vm, _con) = boot();
+    let dir = workdir("control-robust");
+    let sock = dir.join("vm.sock");
+    let _server = control::serve(vm.clone(), &sock).expect("serving");
+    let mut a = Client::connect(&sock);
+    let mut b = Client::connect(&sock);
+
+    // Garbage, not an object, no command, unknown command: error replies,
+    // and the connection stays usable.
+    err_contains(&a.call("this is not json"), "invalid JSON");
+    a.send_raw(&[0xff, 0xfe, 0x00, 0x01, b'\n']);
+    err_contains(&a.reply(), "invalid JSON");
+    err_contains(&a.call("[1,2,3]"), "JSON object");
+    err_contains(&a.call(r#"{"id":3}"#), "missing 'cmd'");
+    let r = a.call(r#"{"cmd":"frobnicate","id":[1]}"#);
+    err_contains(&r, "unknown command 'frobnicate'");
+    assert_eq!(r["id"], json!([1]));
+    err_contains(&a.call(r#"{"cmd":42}"#), "must be a string");
+    // Blank lines are ignored, the next request is answered.
+    assert!(ok(&a.call("\n  \r\n{\"cmd\":\"status\"}")));
+
+    // Screenshot paths that cannot be written.
+    err_contains(
+        &a.call(r#"{"cmd":"screenshot","path":"/nonexistent-vireo-dir/x.png"}"#),
+        "nonexistent-vireo-dir",
+    );
+    err_contains(
+        &a.call(&json!({"cmd":"screenshot","path": dir}).to_string()),
+        "cannot write",
+    );
+    err_contains(&a.call(r#"{"cmd":"screenshot","path":""}"#), "empty");
+    err_contains(&a.call(r#"{"cmd":"screenshot"}"#), "missing 'path'");
+
+    // Two clients interleaved: each gets its own replies, in order.
+    for i in 0..5 {
+        let ra = a.call(&format!(r#"{{"cmd":"status","id":{i}}}"#));
+        let rb = b.call(&format!(r#"{{"cmd":"nope","id":{}}}"#, 100 + i));
+        assert_eq!(ra["id"], json!(i));
+        assert!(ok(&ra));
+        assert_eq!(rb["id"], json!(100 + i));
+        assert!(!ok(&rb));
+    }
+
+    // Oversized line: an error reply, then the client is dropped. The
+    // other client is unaffected.
+    let mut big = Client::connect(&sock);
+    let line = vec![b'x'; MAX_LINE + 100];
+    big.send_raw(&line);
+    err_contains(&big.reply(), "longer than");
+    assert!(big.closed());
+    assert!(ok(&a.call(r#"{"cmd":"status"}"#)));
+
+    // Disconnecting mid-line and mid-command.
+    {
+        let mut c = Client::connect(&sock);
+        c.send_raw(br#"{"cmd":"quit""#);
+    }
+    {
+        let mut c = Client::connect(&sock);
+        c.send_raw(b"{\"cmd\":\"send-keys\",\"keys\":\"shift-a\",\"hold-ms\":300}\n");
+        c.send_raw(b"{\"cmd\":\"screenshot\",\"path\":\"/dev/null/x\"}\n");
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_running(&sock);
+
+    // Too many clients: the one past the limit is told and dropped; the
+    // others still work, and a slot frees up when one leaves.
+    let mut many: Vec<Client> = (0..MAX_CLIENTS - 2)
+        .map(|_| Client::connect(&sock))
+        .collect();
+    for c in &mut many {
+        assert!(ok(&c.call(r#"{"cmd":"status"}"#)));
+    }
+    let mut extra = Client::connect(&sock);
+    err_contains(&extra.reply(), "too many clients");
+    assert!(extra.closed());
+    assert!(ok(&a.call(r#"{"cmd":"status"}"#)));
+    drop(many.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_running(&sock);
+
+    assert_eq!(vm.state(), vmm_engine::VmState::Running);
+    vm.power_off();
+    assert_eq!(vm.wait(), StopReason::ForcedOff);
+}
+
+#[test]
+fn socket_file_handling() {
+    let (vm, _con) = boot();
+    let dir = workdir("control-files");
+    // A stale socket (nobody listening) is replaced.
+    let sock = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let server = control::serve(vm.clone(), &sock).expect("replacing a stale socket");
+    assert_running(&sock);
+    // A live one is refused and left alone.
+    match control::serve(vm.clone(), &sock) {
+        Err(ControlError::InUse(_)) => {}
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    assert_running(&sock);
+    drop(server);
+    assert!(!sock.exists());
+    // A regular file is never deleted.
+    let file = dir.join("file");
+    std::fs::write(&file, b"keep me").unwrap();
+    assert!(matches!(
+        control::serve(vm.clone(), &file),
+        Err(ControlError::NotASocket(_))
+    ));
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    // Someone removed the socket file: dropping the server still returns.
+    let gone = dir.join("gone.sock");
+    let server = control::serve(vm.clone(), &gone).unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    let t0 = std::time::Instant::now();
+    drop(server);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    // A directory that does not exist.
+    assert!(matches!(
+        control::serve(vm.clone(), dir.join("no/such/dir.sock")),
+        Err(ControlError::Io { .. })
+    ));
+}
