@@ -28,9 +28,11 @@
 #  4. GRUB ISO to `halt`: grub/basic.iso on the CD, 256 MiB, SeaBIOS ->
 #     GRUB -> lspci, cat, halt (ACPI power-off); wall time to exit.
 #
-# Knobs (environment): BENCH_N (default 5) runs per tiny case, BENCH_RSS_N
+# Knobs (environment): BENCH_N (default 7) runs per tiny case, BENCH_RSS_N
 # (3), BENCH_GRUB_N (2, 0 skips), BENCH_MICROVM=1 adds QEMU -M microvm to the
-# start-up test, BENCH_BUILD=0 skips the cargo build, VIREO/RAWKVM/QEMU the
+# start-up test, BENCH_LINUX_N (0; needs hardware KVM and
+# `assets/guests/build.sh linux`) Linux direct boots to `VIREO-LINUX-UP`
+# and power-off, Vireo --kernel against QEMU -M pc -kernel, 256 MiB, BENCH_BUILD=0 skips the cargo build, VIREO/RAWKVM/QEMU the
 # binaries, VIREO_GUEST_DIR the guests.
 #
 # No test asserts on these numbers; this is a measurement, not a gate.
@@ -40,7 +42,7 @@ export LC_ALL=C
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-N=${BENCH_N:-5}
+N=${BENCH_N:-7}
 RSS_N=${BENCH_RSS_N:-3}
 GRUB_N=${BENCH_GRUB_N:-2}
 MEM=128
@@ -64,6 +66,12 @@ command -v "$QEMU" >/dev/null || die "$QEMU not found (apt-get install qemu-syst
 for f in tiny/portio.bin tiny/portio-0.bin tiny/bootproto.bin grub/basic.iso; do
     [ -f "$G/$f" ] || die "$G/$f is missing (bash assets/guests/build.sh tiny grub)"
 done
+
+if [ "${BENCH_LINUX_N:-0}" -gt 0 ]; then
+    for f in linux/vmlinuz linux/initramfs.img; do
+        [ -f "$G/$f" ] || die "$G/$f is missing (bash assets/guests/build.sh linux)"
+    done
+fi
 
 WORK=$(mktemp -d /tmp/vireo-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -191,12 +199,25 @@ for ((r = 1; r <= GRUB_N; r++)); do
         echo "$s.grub.$r ok=$(at "$f" VIREO-GRUB-OK) end=$(at "$f" VIREO-GRUB-END)" >>"$RAW"
     done
 done
+# 5 (hardware KVM only): Debian's kernel + busybox initramfs, direct boot.
+for ((r = 1; r <= ${BENCH_LINUX_N:-0}; r++)); do
+    note "-- Linux $r/$BENCH_LINUX_N"
+    app="console=ttyS0 vireo.poweroff=1"
+    timed "vireo.linux.$r" 300 "$VIREO" run --kernel "$G/linux/vmlinuz" --initrd "$G/linux/initramfs.img" \
+        --append "$app" -m 256 --no-reboot || note "   vireo linux failed (rc $?)"
+    timed "qemu.linux.$r" 300 "$QEMU" -accel kvm -M pc -m 256 -kernel "$G/linux/vmlinuz" \
+        -initrd "$G/linux/initramfs.img" -append "$app" -serial stdio -display none -no-reboot ||
+        note "   qemu linux failed (rc $?)"
+    for s in vireo qemu; do
+        echo "$s.linux.$r up=$(at "$WORK/$s.linux.$r.out" VIREO-LINUX-UP)" >>"$RAW"
+    done
+done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # The report: medians with [min-max] over the runs, then ratios.
 {
     echo "Vireo benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), bash bench/run.sh"
-    echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r), KVM module: $(lsmod 2>/dev/null | awk '$1 ~ /^kvm_/ { printf "%s ", $1 }')"
+    echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r), KVM: $(ls /sys/module 2>/dev/null | grep -E '^kvm_' | tr '\n' ' ')$(grep -qw -e vmx -e svm /proc/cpuinfo && echo '(vmx/svm in cpuinfo)')"
     echo "load average at start: $LOAD_START, at end: $LOAD_END"
     echo "QEMU: $("$QEMU" --version | head -1); runs: N=$N tiny, $RSS_N RSS, $GRUB_N GRUB; guest RAM $MEM MiB (GRUB 256)"
     echo
@@ -231,6 +252,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
             if (kv[1] == "pss") add(key ".pss", kv[2])
             if (kv[1] == "ok") add(key ".ok", kv[2])
             if (kv[1] == "end") add(key ".end", kv[2])
+            if (kv[1] == "up") add(key ".up", kv[2])
         }
     }
     END {
@@ -250,6 +272,10 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
         printf "%-34s %-36s %-36s %-36s\n", "  Pss", mib("vireo.rss.pss"), "-", mib("qemu.rss.pss")
         printf "%-34s %-36s %-36s %-36s\n", "GRUB basic.iso: VIREO-GRUB-OK", ms("vireo.grub.ok"), "-", ms("qemu.grub.ok")
         printf "%-34s %-36s %-36s %-36s\n", "GRUB basic.iso: wall to exit", ms("vireo.grub.wall"), "-", ms("qemu.grub.wall")
+        if (cnt["vireo.linux.wall"] || cnt["qemu.linux.wall"]) {
+            printf "%-34s %-36s %-36s %-36s\n", "Linux: VIREO-LINUX-UP", ms("vireo.linux.up"), "-", ms("qemu.linux.up")
+            printf "%-34s %-36s %-36s %-36s\n", "Linux: wall to exit", ms("vireo.linux.wall"), "-", ms("qemu.linux.wall")
+        }
         print ""
         print "ratios (goal)"
         printf "  exit cost vireo/raw,  in-guest span   %s  (<= 1.1)\n", cr(vs, rs)
@@ -260,6 +286,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
         if (cnt["microvm.portio-0.first"]) printf "  start-up vireo/qemu microvm           %s\n", ratio("vireo.portio-0.first", "microvm.portio-0.first")
         printf "  VmRSS vireo/qemu                      %s  (<= 0.25)\n", ratio("vireo.rss.rss", "qemu.rss.rss")
         printf "  GRUB to halt vireo/qemu               %s  (<= 1.0)\n", ratio("vireo.grub.wall", "qemu.grub.wall")
+        if (cnt["vireo.linux.up"]) printf "  Linux boot to VIREO-LINUX-UP vireo/qemu %s\n", ratio("vireo.linux.up", "qemu.linux.up")
         for (k in bad) printf "  WARNING: %d failed run(s) of %s (left out)\n", bad[k], k
     }' "$RAW"
     echo
