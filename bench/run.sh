@@ -28,9 +28,10 @@
 #  4. GRUB ISO to `halt`: grub/basic.iso on the CD, 256 MiB, SeaBIOS ->
 #     GRUB -> lspci, cat, halt (ACPI power-off); wall time to exit.
 #
-# Knobs (environment): BENCH_N (default 7) runs per tiny case, BENCH_RSS_N
-# (3), BENCH_GRUB_N (2, 0 skips), BENCH_MICROVM=1 adds QEMU -M microvm to the
-# start-up test, BENCH_LINUX_N (0; needs hardware KVM and
+# Knobs (environment): BENCH_N (default 11) runs per tiny case, BENCH_RSS_N
+# (3), BENCH_GRUB_N (3, 0 skips), BENCH_MICROVM=0 leaves out QEMU -M microvm
+# (start-up and in-guest exit cost), BENCH_QEMU_EXTRA (default "-nic none")
+# extra QEMU -M pc arguments, BENCH_LINUX_N (0; needs hardware KVM and
 # `assets/guests/build.sh linux`) Linux direct boots to `VIREO-LINUX-UP`
 # and power-off, Vireo --kernel against QEMU -M pc -kernel, 256 MiB, BENCH_BUILD=0 skips the cargo build, VIREO/RAWKVM/QEMU the
 # binaries, VIREO_GUEST_DIR the guests.
@@ -42,14 +43,17 @@ export LC_ALL=C
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-N=${BENCH_N:-7}
+N=${BENCH_N:-11}
 RSS_N=${BENCH_RSS_N:-3}
-GRUB_N=${BENCH_GRUB_N:-2}
+GRUB_N=${BENCH_GRUB_N:-3}
 MEM=128
 LOOP=200000
 VIREO=${VIREO:-$ROOT/target/release/vireo}
 RAWKVM=${RAWKVM:-$ROOT/target/release/rawkvm}
 QEMU=${QEMU:-qemu-system-x86_64}
+# Vireo's PC has no network card unless asked; QEMU's pc gets an e1000 (and
+# SeaBIOS runs its iPXE ROM) unless told otherwise. Same devices on both sides:
+read -ra QX <<<"${BENCH_QEMU_EXTRA-"-nic none"}"
 G=${VIREO_GUEST_DIR:-$ROOT/target/guests}
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -118,16 +122,16 @@ timed() {
     return "$rc"
 }
 
-# resident NAME PATTERN CMD...: starts CMD, waits (up to 300 s) for a serial
-# line containing PATTERN, waits 1 s more, records VmRSS/RssAnon/Pss in KiB
+# resident NAME PATTERN MAXSEC CMD...: starts CMD, waits (up to MAXSEC) for a
+# serial line containing PATTERN, waits 1 s more, records VmRSS/RssAnon/Pss in KiB
 # and the time of the first byte, then kills CMD.
 resident() {
-    local name=$1 pat=$2 t0 pid i rss anon pss first
-    shift 2
+    local name=$1 pat=$2 max=$3 t0 pid i rss anon pss first
+    shift 3
     t0=$(now_us)
     "$@" </dev/null 2>"$WORK/$name.err" > >(stamp "$t0" >"$WORK/$name.out") &
     pid=$!
-    for ((i = 0; i < 3000; i++)); do
+    for ((i = 0; i < max * 10; i++)); do
         grep -qF "$pat" "$WORK/$name.out" 2>/dev/null && break
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
@@ -155,7 +159,7 @@ for ((r = 1; r <= N; r++)); do
             note "   vireo $img failed (rc $?): $(tail -c 300 "$WORK/vireo.$img.$r.err")"
         timed "raw.$img.$r" 300 "$RAWKVM" "$G/tiny/$img.bin" "$MEM" ||
             note "   rawkvm $img failed (rc $?): $(tail -c 300 "$WORK/raw.$img.$r.err")"
-        timed "qemu.$img.$r" 300 "$QEMU" -accel kvm -M pc -m "$MEM" -kernel "$G/tiny/$img.bin" \
+        timed "qemu.$img.$r" 300 "$QEMU" -accel kvm -M pc "${QX[@]}" -m "$MEM" -kernel "$G/tiny/$img.bin" \
             -serial stdio -display none -no-reboot ||
             note "   qemu $img failed (rc $?): $(tail -c 300 "$WORK/qemu.$img.$r.err")"
         for s in vireo raw qemu; do
@@ -168,21 +172,27 @@ for ((r = 1; r <= N; r++)); do
     done
 done
 
-if [ "${BENCH_MICROVM:-0}" = 1 ]; then
+# QEMU -M microvm (qboot, no PCI): it boots the same image but has no ACPI
+# PM at 0x604, so the guest halts after `PORTIO DONE`; the run is stopped
+# there and only the first byte and the START->DONE span count.
+if [ "${BENCH_MICROVM:-1}" = 1 ]; then
     for ((r = 1; r <= N; r++)); do
-        note "-- microvm start-up $r/$N"
-        resident "microvm.portio-0.$r" "PORTIO" "$QEMU" -accel kvm -M microvm -m "$MEM" \
-            -kernel "$G/tiny/portio-0.bin" -serial stdio -display none -no-reboot
+        for img in portio-0 portio; do
+            note "-- microvm $r/$N $img"
+            resident "microvm.$img.$r" "PORTIO DONE" 60 "$QEMU" -accel kvm -M microvm -m "$MEM" \
+                -kernel "$G/tiny/$img.bin" -serial stdio -display none -no-reboot
+            echo "microvm.$img.$r start=$(at "$WORK/microvm.$img.$r.out" "PORTIO START") done=$(at "$WORK/microvm.$img.$r.out" "PORTIO DONE")" >>"$RAW"
+        done
     done
 fi
 
 # 3: RSS with the guest idle.
 for ((r = 1; r <= RSS_N; r++)); do
     note "-- RSS $r/$RSS_N"
-    resident "vireo.rss.$r" "e820 end" \
+    resident "vireo.rss.$r" "e820 end" 300 \
         "$VIREO" run --kernel "$G/tiny/bootproto.bin" --append "console=ttyS0 noecho action=halt" -m "$MEM"
-    resident "qemu.rss.$r" "VIREO-TINY realmode" \
-        "$QEMU" -accel kvm -M pc -m "$MEM" -kernel "$G/tiny/bootproto.bin" -serial stdio \
+    resident "qemu.rss.$r" "VIREO-TINY realmode" 300 \
+        "$QEMU" -accel kvm -M pc "${QX[@]}" -m "$MEM" -kernel "$G/tiny/bootproto.bin" -serial stdio \
         -display none -no-shutdown
 done
 
@@ -191,7 +201,7 @@ for ((r = 1; r <= GRUB_N; r++)); do
     note "-- GRUB $r/$GRUB_N"
     timed "vireo.grub.$r" 600 "$VIREO" run --cdrom "$G/grub/basic.iso" -m 256 ||
         note "   vireo grub failed (rc $?)"
-    timed "qemu.grub.$r" 600 "$QEMU" -accel kvm -M pc -m 256 -cdrom "$G/grub/basic.iso" \
+    timed "qemu.grub.$r" 600 "$QEMU" -accel kvm -M pc "${QX[@]}" -m 256 -cdrom "$G/grub/basic.iso" \
         -serial stdio -display none ||
         note "   qemu grub failed (rc $?)"
     for s in vireo qemu; do
@@ -205,7 +215,7 @@ for ((r = 1; r <= ${BENCH_LINUX_N:-0}; r++)); do
     app="console=ttyS0 vireo.poweroff=1"
     timed "vireo.linux.$r" 300 "$VIREO" run --kernel "$G/linux/vmlinuz" --initrd "$G/linux/initramfs.img" \
         --append "$app" -m 256 --no-reboot || note "   vireo linux failed (rc $?)"
-    timed "qemu.linux.$r" 300 "$QEMU" -accel kvm -M pc -m 256 -kernel "$G/linux/vmlinuz" \
+    timed "qemu.linux.$r" 300 "$QEMU" -accel kvm -M pc "${QX[@]}" -m 256 -kernel "$G/linux/vmlinuz" \
         -initrd "$G/linux/initramfs.img" -append "$app" -serial stdio -display none -no-reboot ||
         note "   qemu linux failed (rc $?)"
     for s in vireo qemu; do
@@ -219,7 +229,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "Vireo benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), bash bench/run.sh"
     echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r), KVM: $(ls /sys/module 2>/dev/null | grep -E '^kvm_' | tr '\n' ' ')$(grep -qw -e vmx -e svm /proc/cpuinfo && echo '(vmx/svm in cpuinfo)')"
     echo "load average at start: $LOAD_START, at end: $LOAD_END"
-    echo "QEMU: $("$QEMU" --version | head -1); runs: N=$N tiny, $RSS_N RSS, $GRUB_N GRUB; guest RAM $MEM MiB (GRUB 256)"
+    echo "QEMU: $("$QEMU" --version | head -1); runs: N=$N tiny, $RSS_N RSS, $GRUB_N GRUB; guest RAM $MEM MiB (GRUB 256); QEMU -M pc extra: ${QX[*]:-none}"
     echo
     awk -v loop="$LOOP" '
     function med(k,   n, i, j, t, a) {
@@ -235,6 +245,21 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
     function ratio(a, b,   x, y) { x = med(a); y = med(b); return (x > 0 && y > 0) ? sprintf("%.3f", x / y) : "n/a" }
     function cost(s, kind,   a, b) { a = med(s ".portio." kind); b = med(s ".portio-0." kind); return (a < 0 || b < 0) ? -1 : (a - b) * 1000 / loop }
     function ns(x) { return x < 0 ? "n/a" : sprintf("%8.0f ns", x) }
+    # paired(a, b, kind): the median over runs r of the exit cost of a in run r
+    # over that of b in run r (runs are interleaved, so a pair shares the load).
+    function paired(a, b, kind,   r, x, y, a0, b0, arr, k) {
+        a0 = med(a ".portio-0." kind); b0 = med(b ".portio-0." kind)
+        if (a0 < 0 || b0 < 0) return "n/a"
+        k = "paired." a "." b "." kind; cnt[k] = 0
+        for (r = 1; r <= 1000; r++) {
+            x = (kind == "span") ? run_span[a ".portio." r] : run_wall[a ".portio." r]
+            y = (kind == "span") ? run_span[b ".portio." r] : run_wall[b ".portio." r]
+            if (x == "" || y == "" || y - b0 <= 0) continue
+            add(k, (x - a0) / (y - b0))
+        }
+        x = med(k)
+        return x < 0 ? "n/a" : sprintf("%.3f [%.3f-%.3f] n=%d", x, lo[k], hi[k], cnt[k])
+    }
     function cr(x, y) { return (x > 0 && y > 0) ? sprintf("%.3f", x / y) : "n/a" }
     {
         split($1, p, ".")
@@ -246,7 +271,8 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
             if (kv[1] == "wall") add(key ".wall", kv[2])
             if (kv[1] == "first") add(key ".first", kv[2])
             if (kv[1] == "start") st = kv[2]
-            if (kv[1] == "done" && st >= 0 && kv[2] >= 0) add(key ".span", kv[2] - st)
+            if (kv[1] == "done" && st >= 0 && kv[2] >= 0) { add(key ".span", kv[2] - st); run_span[$1] = kv[2] - st }
+            if (kv[1] == "wall") run_wall[$1] = kv[2]
             if (kv[1] == "rss") add(key ".rss", kv[2])
             if (kv[1] == "anon") add(key ".anon", kv[2])
             if (kv[1] == "pss") add(key ".pss", kv[2])
@@ -266,7 +292,12 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
         printf "%-34s %-36s %-36s %-36s\n", "exit cost, process wall", ns(vw), ns(rw), ns(qw)
         printf "%-34s %-36s %-36s %-36s\n", "exit cost, in-guest span", ns(vs), ns(rs), ns(qs)
         printf "%-34s %-36s %-36s %-36s\n", "first serial byte (portio-0)", ms("vireo.portio-0.first"), ms("raw.portio-0.first"), ms("qemu.portio-0.first")
-        if (cnt["microvm.portio-0.first"]) printf "%-34s %-36s\n", "first serial byte, qemu microvm", ms("microvm.portio-0.first")
+        if (cnt["microvm.portio-0.first"]) {
+            printf "%-34s %-36s\n", "qemu microvm: first serial byte", ms("microvm.portio-0.first")
+            printf "%-34s %-36s\n", "qemu microvm: portio START->DONE", ms("microvm.portio.span")
+            ms_ = cost("microvm", "span")
+            printf "%-34s %-36s\n", "qemu microvm: exit cost, span", ns(ms_)
+        }
         printf "%-34s %-36s %-36s %-36s\n", "VmRSS, guest idle (128 MiB)", mib("vireo.rss.rss"), "-", mib("qemu.rss.rss")
         printf "%-34s %-36s %-36s %-36s\n", "  RssAnon", mib("vireo.rss.anon"), "-", mib("qemu.rss.anon")
         printf "%-34s %-36s %-36s %-36s\n", "  Pss", mib("vireo.rss.pss"), "-", mib("qemu.rss.pss")
@@ -280,10 +311,13 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
         print "ratios (goal)"
         printf "  exit cost vireo/raw,  in-guest span   %s  (<= 1.1)\n", cr(vs, rs)
         printf "  exit cost vireo/qemu, in-guest span   %s  (< 1)\n", cr(vs, qs)
+        printf "  exit cost vireo/raw,  span, per-run pairs  %s\n", paired("vireo", "raw", "span")
+        printf "  exit cost vireo/qemu, span, per-run pairs  %s\n", paired("vireo", "qemu", "span")
+        if (cnt["microvm.portio.span"]) printf "  exit cost vireo/qemu microvm, span   %s  (< 1)\n", cr(vs, ms_)
         printf "  exit cost vireo/raw,  process wall    %s  (<= 1.1)\n", cr(vw, rw)
         printf "  exit cost vireo/qemu, process wall    %s  (< 1)\n", cr(vw, qw)
         printf "  start-up vireo/qemu pc                %s  (<= 0.5)\n", ratio("vireo.portio-0.first", "qemu.portio-0.first")
-        if (cnt["microvm.portio-0.first"]) printf "  start-up vireo/qemu microvm           %s\n", ratio("vireo.portio-0.first", "microvm.portio-0.first")
+        if (cnt["microvm.portio-0.first"]) printf "  start-up vireo/qemu microvm           %s  (<= 0.5)\n", ratio("vireo.portio-0.first", "microvm.portio-0.first")
         printf "  VmRSS vireo/qemu                      %s  (<= 0.25)\n", ratio("vireo.rss.rss", "qemu.rss.rss")
         printf "  GRUB to halt vireo/qemu               %s  (<= 1.0)\n", ratio("vireo.grub.wall", "qemu.grub.wall")
         if (cnt["vireo.linux.up"]) printf "  Linux boot to VIREO-LINUX-UP vireo/qemu %s\n", ratio("vireo.linux.up", "qemu.linux.up")
