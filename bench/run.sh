@@ -16,7 +16,9 @@
 #        on the serial pipe. It leaves out boot and teardown, whose noise (QEMU
 #        runs SeaBIOS first, slow under PVM) is larger than the signal.
 #     Vireo and rawkvm enter the 64-bit entry directly; QEMU `-M pc -kernel`
-#     runs SeaBIOS, then the real-mode entry; the loop is the same.
+#     runs SeaBIOS, then the real-mode entry; QEMU -M microvm (qboot) the
+#     real-mode entry too, span only (it has no power-off port at 0x604).
+#     QEMU -M pc gets -nic none: Vireo's PC has no NIC either.
 #  2. Start-up: process start to the first serial byte of portio-0.bin
 #     (the same runs as 1).
 #  3. RSS with the guest idle (VmRSS of the process, 128 MiB guest):
@@ -33,8 +35,9 @@
 # (start-up and in-guest exit cost), BENCH_QEMU_EXTRA (default "-nic none")
 # extra QEMU -M pc arguments, BENCH_LINUX_N (0; needs hardware KVM and
 # `assets/guests/build.sh linux`) Linux direct boots to `VIREO-LINUX-UP`
-# and power-off, Vireo --kernel against QEMU -M pc -kernel, 256 MiB, BENCH_BUILD=0 skips the cargo build, VIREO/RAWKVM/QEMU the
-# binaries, VIREO_GUEST_DIR the guests.
+# and power-off, Vireo --kernel against QEMU -M pc -kernel, 256 MiB,
+# BENCH_BUILD=0 skips the cargo build, VIREO/RAWKVM/QEMU the binaries,
+# VIREO_GUEST_DIR the guests.
 #
 # No test asserts on these numbers; this is a measurement, not a gate.
 
