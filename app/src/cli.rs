@@ -115,9 +115,11 @@ fn parse_nic(s: &str) -> Result<NicSpec, String> {
         match kv.split_once('=') {
             Some(("bridge", b)) if !b.is_empty() => bridge = Some(b.to_string()),
             Some(("mac", m)) => mac = Some(m.to_string()),
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "--nic {s:?}: unknown option {kv:?} (use --nic bridge=br0[,mac=52:54:00:12:34:56])"
-            )),
+            ))
+            }
         }
     }
     let bridge = bridge.ok_or_else(|| format!("--nic {s:?}: missing bridge=NAME"))?;
