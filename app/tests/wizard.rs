@@ -254,7 +254,8 @@ fn toolbar_and_shortcuts_drive_the_selected_vm_and_delete_asks_about_disks() {
     click(&mut h, "Resume");
     assert_eq!(conn.lock().vm("a").unwrap().state, RunState::Running);
     click(&mut h, "Shut Down");
-    click(&mut h, "Force Off");
+    h.get_by_label_contains("Force Off").click();
+    h.run();
     assert_eq!(conn.lock().vm("a").unwrap().state, RunState::Off);
 
     // Delete with the engine library: the checkbox removes the disk too.
@@ -263,7 +264,10 @@ fn toolbar_and_shortcuts_drive_the_selected_vm_and_delete_asks_about_disks() {
     click(&mut h, "b");
     h.key_press(egui::Key::Delete);
     h.run();
-    click(&mut h, "Delete");
+    assert!(shows(&h, "Delete the VM \"b\"?"), "the Delete key asks first");
+    // The dialog's Delete button (the toolbar has one too).
+    h.get_all_by_label("Delete").last().unwrap().click();
+    h.run();
     assert!(!p.vms_dir().join("b.json").exists());
     click(&mut h, "a");
     click(&mut h, "Delete");

@@ -278,7 +278,7 @@ fn row(ui: &mut egui::Ui, model: &Model, e: &LibraryEntry, width: f32, actions: 
     if resp.double_clicked() && matches!(e, LibraryEntry::Vm(_)) {
         actions.push(Action::OpenWindow(name.clone()));
     }
-    let v = ui.visuals();
+    let v = ui.visuals().clone();
     let p = ui.painter_at(rect);
     if selected {
         p.rect_filled(rect, 0.0, v.selection.bg_fill);
@@ -301,27 +301,30 @@ fn row(ui: &mut egui::Ui, model: &Model, e: &LibraryEntry, width: f32, actions: 
                 6.0,
                 state_color(state),
             );
+            let sub = match rt.and_then(|r| r.error.as_ref()) {
+                Some(err) if state == RunState::Crashed => format!("{}: {err}", state.label()),
+                _ => state.label().to_string(),
+            };
+            let sub_color = if state == RunState::Crashed {
+                ERROR_COLOR
+            } else {
+                weak
+            };
+            let text_w = COL_CPU * width - 40.0;
+            let top = rect.top();
+            // The name is painted: the row itself carries it as its label.
             p.text(
-                egui::pos2(x0 + 24.0, rect.top() + 13.0),
+                egui::pos2(x0 + 24.0, top + 13.0),
                 egui::Align2::LEFT_CENTER,
                 &name,
                 egui::FontId::proportional(15.0),
                 text,
             );
-            let sub = match rt.and_then(|r| r.error.as_ref()) {
-                Some(err) if state == RunState::Crashed => format!("{}: {err}", state.label()),
-                _ => state.label().to_string(),
-            };
-            p.text(
-                egui::pos2(x0 + 24.0, rect.top() + 31.0),
-                egui::Align2::LEFT_CENTER,
-                sub,
-                egui::FontId::proportional(12.0),
-                if state == RunState::Crashed {
-                    ERROR_COLOR
-                } else {
-                    weak
-                },
+            text_at(
+                ui,
+                egui::pos2(x0 + 24.0, top + 23.0),
+                text_w,
+                RichText::new(sub).size(12.0).color(sub_color),
             );
             // CPU sparkline
             let spark = egui::Rect::from_min_size(
@@ -364,29 +367,34 @@ fn row(ui: &mut egui::Ui, model: &Model, e: &LibraryEntry, width: f32, actions: 
                     );
                 }
             }
-            p.text(
-                egui::pos2(rect.left() + COL_MEM * width + 8.0, rect.center().y),
-                egui::Align2::LEFT_CENTER,
-                format_mib(def.spec.memory_mib),
-                egui::FontId::proportional(14.0),
-                text,
+            text_at(
+                ui,
+                egui::pos2(rect.left() + COL_MEM * width + 8.0, rect.top() + 12.0),
+                (1.0 - COL_MEM) * width - 16.0,
+                RichText::new(format_mib(def.spec.memory_mib))
+                    .size(14.0)
+                    .color(text),
             );
         }
         LibraryEntry::Broken { path, message } => {
             p.circle_filled(egui::pos2(x0 + 8.0, rect.center().y), 6.0, ERROR_COLOR);
-            p.text(
-                egui::pos2(x0 + 24.0, rect.top() + 13.0),
-                egui::Align2::LEFT_CENTER,
-                format!("{name} (can't be loaded)"),
-                egui::FontId::proportional(15.0),
-                ERROR_COLOR,
+            let text_w = width - 180.0;
+            let top = rect.top();
+            text_at(
+                ui,
+                egui::pos2(x0 + 24.0, top + 3.0),
+                text_w,
+                RichText::new(format!("{name} (can't be loaded)"))
+                    .size(15.0)
+                    .color(ERROR_COLOR),
             );
-            p.text(
-                egui::pos2(x0 + 24.0, rect.top() + 31.0),
-                egui::Align2::LEFT_CENTER,
-                format!("{}: {message}", path.display()),
-                egui::FontId::proportional(12.0),
-                weak,
+            text_at(
+                ui,
+                egui::pos2(x0 + 24.0, top + 23.0),
+                text_w,
+                RichText::new(format!("{}: {message}", path.display()))
+                    .size(12.0)
+                    .color(weak),
             );
             if selected {
                 let b = egui::Rect::from_min_size(
@@ -399,6 +407,18 @@ fn row(ui: &mut egui::Ui, model: &Model, e: &LibraryEntry, width: f32, actions: 
             }
         }
     }
+}
+
+/// A non-interactive, accessible label at a fixed place (clicks go to the row).
+fn text_at(ui: &mut egui::Ui, pos: egui::Pos2, width: f32, text: RichText) {
+    let rect = egui::Rect::from_min_size(pos, Vec2::new(width.max(10.0), 20.0));
+    ui.put(
+        rect,
+        egui::Label::new(text)
+            .selectable(false)
+            .truncate()
+            .halign(egui::Align::Min),
+    );
 }
 
 fn format_mib(mib: u64) -> String {

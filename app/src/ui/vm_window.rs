@@ -43,7 +43,7 @@ impl VmWindow {
         let frame: Option<Frame> = model.conn.console(&self.vm);
         let state = model.state(&self.vm);
         egui::Window::new(self.title())
-            .id(egui::Id::new(("vm-window", &self.vm)))
+            .id(egui::Id::unique(("vm-window", &self.vm)))
             .open(&mut open)
             .default_size([760.0, 520.0])
             .min_size([420.0, 300.0])
