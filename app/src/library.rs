@@ -111,6 +111,8 @@ impl VmDefinition {
 }
 
 /// One entry of the library: a definition, or a file that could not be loaded.
+// A library holds a handful of entries; boxing the definition buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum LibraryEntry {
     Vm(VmDefinition),

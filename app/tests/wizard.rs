@@ -264,7 +264,10 @@ fn toolbar_and_shortcuts_drive_the_selected_vm_and_delete_asks_about_disks() {
     click(&mut h, "b");
     h.key_press(egui::Key::Delete);
     h.run();
-    assert!(shows(&h, "Delete the VM \"b\"?"), "the Delete key asks first");
+    assert!(
+        shows(&h, "Delete the VM \"b\"?"),
+        "the Delete key asks first"
+    );
     // The dialog's Delete button (the toolbar has one too).
     h.get_all_by_label("Delete").last().unwrap().click();
     h.run();

@@ -242,7 +242,7 @@ impl ConsoleView {
                     }
                     self.sync_modifiers(vm, modifiers, &mut actions);
                     if let Some(k) = guest_key(physical_key.unwrap_or(key)) {
-                        if !(repeat && !pressed) {
+                        if !repeat || pressed {
                             actions.push(Action::Key(vm.into(), k, pressed));
                         }
                     }

@@ -180,6 +180,9 @@ pub fn show(ui: &mut egui::Ui, model: &Model) -> Vec<Action> {
             {
                 actions.push(a);
             }
+            ui.style_mut()
+                .text_styles
+                .insert(egui::TextStyle::Button, egui::FontId::proportional(15.0));
             if let Some(a) = shutdown_menu(ui, &vm, if sel_is_vm { st } else { RunState::Off }) {
                 actions.push(a);
             }
@@ -412,17 +415,18 @@ fn row(ui: &mut egui::Ui, model: &Model, e: &LibraryEntry, width: f32, actions: 
 /// A non-interactive, accessible label at a fixed place (clicks go to the row).
 fn text_at(ui: &mut egui::Ui, pos: egui::Pos2, width: f32, text: RichText) {
     let rect = egui::Rect::from_min_size(pos, Vec2::new(width.max(10.0), 20.0));
-    ui.put(
-        rect,
-        egui::Label::new(text)
-            .selectable(false)
-            .truncate()
-            .halign(egui::Align::Min),
+    ui.scope_builder(
+        egui::UiBuilder::new()
+            .max_rect(rect)
+            .layout(egui::Layout::left_to_right(egui::Align::Center)),
+        |ui| {
+            ui.add(egui::Label::new(text).selectable(false).truncate());
+        },
     );
 }
 
 fn format_mib(mib: u64) -> String {
-    if mib >= 1024 && mib % 1024 == 0 {
+    if mib >= 1024 && mib.is_multiple_of(1024) {
         format!("{} GiB", mib / 1024)
     } else {
         format!("{mib} MiB")

@@ -720,7 +720,7 @@ pub fn check_size_gib(text: &str) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| "Enter the disk size in GiB, e.g. 20.".to_string())?;
-    if !(v > 0.0) || !v.is_finite() {
+    if v.is_nan() || v <= 0.0 || !v.is_finite() {
         return Err("The disk size must be more than 0 GiB.".into());
     }
     if v > 65536.0 {

@@ -36,6 +36,7 @@ pub fn make_iso(dir: &Path, name: &str) -> PathBuf {
 pub fn harness(app: App, size: [f32; 2]) -> Harness<'static, App> {
     let mut h = Harness::builder()
         .with_size(size)
+        .with_render_cursor(false)
         .build_ui_state(|ui, app: &mut App| app.ui(ui), app);
     h.run();
     h
