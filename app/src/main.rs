@@ -38,10 +38,13 @@ fn main() {
     let code = match args.command {
         Some(Command::Run(r)) => cli::run(*r),
         Some(Command::Ctl(c)) => ctl::run(c),
-        None => {
-            eprintln!("vireo: the desktop window is not built into this version yet; use `vireo run --help`");
-            2
-        }
+        None => match vireo::gui::run_gui() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("vireo: {e:#}");
+                1
+            }
+        },
     };
     std::process::exit(code);
 }

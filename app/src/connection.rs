@@ -1,0 +1,644 @@
+//! How the app talks to VMs: one [`Connection`] trait, so the views never see
+//! engine types. The in-process engine ([`EngineConnection`]) is the default;
+//! a libvirt connection can be added later beside it. [`MemoryConnection`] is
+//! an in-memory connection for UI tests and snapshots (it runs no guest).
+//!
+//! Nothing here blocks: VM output arrives through [`Connection::poll_events`],
+//! which drains channels, and the engine wakes the UI through the waker.
+
+use crate::library::{Library, LibraryEntry, VmDefinition};
+use anyhow::{bail, Result};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use vmm_engine::DiskFormat;
+
+/// A VM's run state as the app shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunState {
+    /// Defined, not running.
+    Off,
+    Running,
+    Paused,
+    /// Stopped after an error.
+    Crashed,
+}
+
+impl RunState {
+    pub fn label(self) -> &'static str {
+        match self {
+            RunState::Off => "Shut off",
+            RunState::Running => "Running",
+            RunState::Paused => "Paused",
+            RunState::Crashed => "Crashed",
+        }
+    }
+
+    /// Running or paused: the VM exists in the engine.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunState::Running | RunState::Paused)
+    }
+}
+
+/// Something a VM did, drained by the model each frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConnEvent {
+    State {
+        vm: String,
+        state: RunState,
+    },
+    Serial {
+        vm: String,
+        bytes: Vec<u8>,
+    },
+    /// The VM stopped with an error, or failed to start.
+    Error {
+        vm: String,
+        message: String,
+    },
+}
+
+/// A copy-free view of a VM's framebuffer (RGBA8, `width * height * 4`).
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Arc<Vec<u8>>,
+    /// Changes whenever the pixels change.
+    pub generation: u64,
+}
+
+/// A key on a PC keyboard, independent of egui and of the engine's own key
+/// type (the engine connection maps it to PS/2 scancodes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuestKey {
+    Char(char), // 'a'..='z', '0'..='9', and the US punctuation keys: - = [ ] ; ' ` \ , . /
+    F(u8),      // 1..=12
+    Escape,
+    Tab,
+    Backspace,
+    Enter,
+    Space,
+    Insert,
+    Delete,
+    Home,
+    End,
+    PageUp,
+    PageDown,
+    Up,
+    Down,
+    Left,
+    Right,
+    LeftShift,
+    LeftCtrl,
+    LeftAlt,
+    LeftMeta,
+    PrintScreen,
+}
+
+/// Mouse buttons bitmask for [`Connection::mouse`].
+pub const MOUSE_LEFT: u8 = 1;
+pub const MOUSE_RIGHT: u8 = 2;
+pub const MOUSE_MIDDLE: u8 = 4;
+
+/// A place VMs live: the local engine, or (later) a libvirt host.
+pub trait Connection {
+    /// Shown in the title bar, e.g. "Local (Vireo engine)".
+    fn label(&self) -> String;
+    /// Every defined VM (and broken definitions).
+    fn list(&mut self) -> Vec<LibraryEntry>;
+    /// Saves (creates or replaces) a definition.
+    fn define(&mut self, def: &VmDefinition) -> Result<()>;
+    /// Removes a definition and the given disk images.
+    fn undefine(&mut self, name: &str, disks: &[std::path::PathBuf]) -> Result<()>;
+    /// Creates an empty disk image.
+    fn create_disk(&mut self, path: &Path, format: DiskFormat, size_bytes: u64) -> Result<()>;
+    /// Says whether a file is a raw or qcow2 image.
+    fn probe_disk(&self, path: &Path) -> Result<DiskFormat>;
+
+    fn start(&mut self, def: &VmDefinition) -> Result<()>;
+    fn pause(&mut self, vm: &str) -> Result<()>;
+    fn resume(&mut self, vm: &str) -> Result<()>;
+    /// ACPI power button.
+    fn shutdown(&mut self, vm: &str) -> Result<()>;
+    /// Guest-visible reboot request (a reset through the platform).
+    fn reboot(&mut self, vm: &str) -> Result<()>;
+    /// Hard reset.
+    fn reset(&mut self, vm: &str) -> Result<()>;
+    /// Pulls the plug.
+    fn power_off(&mut self, vm: &str) -> Result<()>;
+
+    fn state(&self, vm: &str) -> RunState;
+    /// The current framebuffer, if the VM has a display.
+    fn console(&self, vm: &str) -> Option<Frame>;
+    fn serial_input(&mut self, vm: &str, bytes: &[u8]);
+    fn key(&mut self, vm: &str, key: GuestKey, pressed: bool);
+    fn mouse(&mut self, vm: &str, dx: i32, dy: i32, buttons: u8);
+    /// CPU time the VM has used so far.
+    fn cpu_time(&self, vm: &str) -> Option<Duration>;
+    /// Drains what happened since the last call; never blocks.
+    fn poll_events(&mut self) -> Vec<ConnEvent>;
+    /// Called from any thread when something changed (used to repaint).
+    fn set_waker(&mut self, waker: Arc<dyn Fn() + Send + Sync>);
+}
+
+/// Reads the first bytes of a file to tell raw from qcow2. An empty file,
+/// a folder or a file that isn't a whole number of sectors is neither.
+pub fn probe_disk_file(path: &Path) -> Result<DiskFormat> {
+    use std::io::Read as _;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => bail!("{}: {e}", path.display()),
+    };
+    if !meta.is_file() {
+        bail!("{} is not a file", path.display());
+    }
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(path)?;
+    let n = f.read(&mut magic)?;
+    if n == 4 && magic == *b"QFI\xfb" {
+        return Ok(DiskFormat::Qcow2);
+    }
+    if meta.len() == 0 || meta.len() % 512 != 0 {
+        bail!(
+            "{} is neither a qcow2 image nor a raw image (a raw image is a whole number of 512-byte sectors)",
+            path.display()
+        );
+    }
+    Ok(DiskFormat::Raw)
+}
+
+/// One VM the engine runs for us.
+struct EngineVm {
+    vm: vmm_engine::Vm,
+    events: crossbeam_channel::Receiver<vmm_engine::VmEvent>,
+    crashed: bool,
+}
+
+/// The local, in-process engine. VM definitions are kept in a [`Library`];
+/// running VMs are `vmm_engine::Vm` handles whose events are drained (never
+/// waited on) in [`Connection::poll_events`].
+pub struct EngineConnection {
+    library: Library,
+    vms: HashMap<String, EngineVm>,
+    /// Start failures, reported as events like the rest.
+    pending: Vec<ConnEvent>,
+    waker: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl EngineConnection {
+    pub fn new(library: Library) -> EngineConnection {
+        EngineConnection {
+            library,
+            vms: HashMap::new(),
+            pending: Vec::new(),
+            waker: None,
+        }
+    }
+
+    pub fn library(&self) -> &Library {
+        &self.library
+    }
+
+    fn running(&self, vm: &str) -> Result<&vmm_engine::Vm> {
+        match self.vms.get(vm) {
+            Some(e) if e.vm.state() != vmm_engine::VmState::Stopped => Ok(&e.vm),
+            _ => bail!("{vm} is not running"),
+        }
+    }
+}
+
+fn map_event(vm: &str, ev: vmm_engine::VmEvent, crashed: &mut bool) -> Option<ConnEvent> {
+    use vmm_engine::{StopReason, VmEvent};
+    let state = |state| {
+        Some(ConnEvent::State {
+            vm: vm.into(),
+            state,
+        })
+    };
+    match ev {
+        VmEvent::Started | VmEvent::Resumed => {
+            *crashed = false;
+            state(RunState::Running)
+        }
+        VmEvent::Paused => state(RunState::Paused),
+        VmEvent::Reset => None,
+        VmEvent::Serial(bytes) => Some(ConnEvent::Serial {
+            vm: vm.into(),
+            bytes,
+        }),
+        VmEvent::Fault(message) => {
+            *crashed = true;
+            Some(ConnEvent::Error {
+                vm: vm.into(),
+                message,
+            })
+        }
+        VmEvent::Stopped(StopReason::Fault(message)) => {
+            *crashed = true;
+            Some(ConnEvent::Error {
+                vm: vm.into(),
+                message,
+            })
+        }
+        VmEvent::Stopped(_) => state(RunState::Off),
+    }
+}
+
+impl Connection for EngineConnection {
+    fn label(&self) -> String {
+        "Local (Vireo engine)".into()
+    }
+
+    fn list(&mut self) -> Vec<LibraryEntry> {
+        self.library.load_all()
+    }
+
+    fn define(&mut self, def: &VmDefinition) -> Result<()> {
+        self.library.save(def).map(|_| ())
+    }
+
+    fn undefine(&mut self, name: &str, disks: &[std::path::PathBuf]) -> Result<()> {
+        if self.state(name).is_active() {
+            bail!("{name} is running: shut it down first");
+        }
+        self.vms.remove(name);
+        self.library.delete(name, disks)
+    }
+
+    fn create_disk(&mut self, path: &Path, format: DiskFormat, size_bytes: u64) -> Result<()> {
+        vmm_engine::block::create(path, format, size_bytes)
+            .map_err(|e| anyhow::anyhow!("can't create the disk image: {e}"))
+    }
+
+    fn probe_disk(&self, path: &Path) -> Result<DiskFormat> {
+        vmm_engine::block::probe_format(path).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    fn start(&mut self, def: &VmDefinition) -> Result<()> {
+        let name = def.name().to_string();
+        if self.state(&name).is_active() {
+            bail!("{name} is already running");
+        }
+        // A stopped VM's handle is dropped (its threads have ended).
+        self.vms.remove(&name);
+        let vm = match vmm_engine::Vm::create(def.spec.clone()) {
+            Ok(vm) => vm,
+            Err(e) => {
+                self.pending.push(ConnEvent::Error {
+                    vm: name,
+                    message: e.to_string(),
+                });
+                bail!("{e}");
+            }
+        };
+        if let Some(w) = &self.waker {
+            let w = w.clone();
+            vm.set_waker(Box::new(move || w()));
+        }
+        let events = vm.events();
+        if let Err(e) = vm.start() {
+            self.pending.push(ConnEvent::Error {
+                vm: name,
+                message: e.to_string(),
+            });
+            bail!("{e}");
+        }
+        self.vms.insert(
+            name,
+            EngineVm {
+                vm,
+                events,
+                crashed: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn pause(&mut self, vm: &str) -> Result<()> {
+        self.running(vm)?.pause();
+        Ok(())
+    }
+    fn resume(&mut self, vm: &str) -> Result<()> {
+        self.running(vm)?.resume();
+        Ok(())
+    }
+    fn shutdown(&mut self, vm: &str) -> Result<()> {
+        self.running(vm)?;
+        // TODO(engine): Vm::power_button() once the ACPI power button lands.
+        bail!("ACPI shutdown is not available in this engine yet: use Force Off")
+    }
+    fn reboot(&mut self, vm: &str) -> Result<()> {
+        // The engine has no guest-cooperative reboot yet: a reset.
+        self.running(vm)?.reset();
+        Ok(())
+    }
+    fn reset(&mut self, vm: &str) -> Result<()> {
+        self.running(vm)?.reset();
+        Ok(())
+    }
+    fn power_off(&mut self, vm: &str) -> Result<()> {
+        self.running(vm)?.power_off();
+        Ok(())
+    }
+    fn state(&self, vm: &str) -> RunState {
+        match self.vms.get(vm) {
+            None => RunState::Off,
+            Some(e) => match e.vm.state() {
+                vmm_engine::VmState::Created => RunState::Off,
+                vmm_engine::VmState::Running => RunState::Running,
+                vmm_engine::VmState::Paused => RunState::Paused,
+                vmm_engine::VmState::Stopped if e.crashed => RunState::Crashed,
+                vmm_engine::VmState::Stopped => RunState::Off,
+            },
+        }
+    }
+    fn console(&self, _vm: &str) -> Option<Frame> {
+        // TODO(engine): Vm::display().map(|d| d.snapshot()) -> Frame.
+        None
+    }
+    fn serial_input(&mut self, vm: &str, bytes: &[u8]) {
+        if let Ok(v) = self.running(vm) {
+            v.serial_input(bytes);
+        }
+    }
+    fn key(&mut self, _vm: &str, _key: GuestKey, _pressed: bool) {
+        // TODO(engine): Vm::key_event(keycode(key), pressed).
+    }
+    fn mouse(&mut self, _vm: &str, _dx: i32, _dy: i32, _buttons: u8) {
+        // TODO(engine): Vm::mouse_event(dx, dy, buttons).
+    }
+    fn cpu_time(&self, _vm: &str) -> Option<Duration> {
+        // TODO(engine): Vm::cpu_time().
+        None
+    }
+    fn poll_events(&mut self) -> Vec<ConnEvent> {
+        let mut out = std::mem::take(&mut self.pending);
+        for (name, e) in &mut self.vms {
+            while let Ok(ev) = e.events.try_recv() {
+                if let Some(c) = map_event(name, ev, &mut e.crashed) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+    fn set_waker(&mut self, waker: Arc<dyn Fn() + Send + Sync>) {
+        for e in self.vms.values() {
+            let w = waker.clone();
+            e.vm.set_waker(Box::new(move || w()));
+        }
+        self.waker = Some(waker);
+    }
+}
+
+/// What a [`MemoryConnection`] VM is doing.
+#[derive(Clone, Debug)]
+pub struct MemoryVm {
+    pub def: VmDefinition,
+    pub state: RunState,
+    pub cpu: Duration,
+    pub frame: Option<Frame>,
+    /// Keys and serial bytes the UI sent, for tests to inspect.
+    pub keys: Vec<(GuestKey, bool)>,
+    pub serial_in: Vec<u8>,
+}
+
+/// What a [`MemoryConnection`] holds; tests keep a clone of the connection
+/// and look inside with [`MemoryConnection::lock`].
+#[derive(Default)]
+pub struct MemoryState {
+    pub vms: Vec<MemoryVm>,
+    pub broken: Vec<LibraryEntry>,
+    pub created_disks: Vec<(std::path::PathBuf, DiskFormat, u64)>,
+    pub events: Vec<ConnEvent>,
+    /// Mouse input the UI sent: (vm, dx, dy, buttons).
+    pub mouse: Vec<(String, i32, i32, u8)>,
+    /// When set, `start` fails with this message.
+    pub fail_start: Option<String>,
+}
+
+impl MemoryState {
+    pub fn vm(&self, name: &str) -> Option<&MemoryVm> {
+        self.vms.iter().find(|v| v.def.name() == name)
+    }
+    pub fn vm_mut(&mut self, name: &str) -> Result<&mut MemoryVm> {
+        match self.vms.iter_mut().find(|v| v.def.name() == name) {
+            Some(v) => Ok(v),
+            None => bail!("no VM named {name}"),
+        }
+    }
+    fn set(&mut self, name: &str, state: RunState) -> Result<()> {
+        self.vm_mut(name)?.state = state;
+        self.events.push(ConnEvent::State {
+            vm: name.into(),
+            state,
+        });
+        Ok(())
+    }
+    /// Adds a VM in a given state.
+    pub fn add(&mut self, def: VmDefinition, state: RunState) {
+        self.vms.push(MemoryVm {
+            def,
+            state,
+            cpu: Duration::ZERO,
+            frame: None,
+            keys: Vec::new(),
+            serial_in: Vec::new(),
+        });
+    }
+}
+
+/// An in-memory connection for UI tests and snapshots: VMs change state when
+/// asked and record their input; no guest runs. Clones share one state.
+#[derive(Clone, Default)]
+pub struct MemoryConnection {
+    inner: Arc<std::sync::Mutex<MemoryState>>,
+}
+
+impl MemoryConnection {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+impl Connection for MemoryConnection {
+    fn label(&self) -> String {
+        "In-memory test connection".into()
+    }
+    fn list(&mut self) -> Vec<LibraryEntry> {
+        let st = self.lock();
+        let mut v: Vec<LibraryEntry> = st
+            .vms
+            .iter()
+            .map(|v| LibraryEntry::Vm(v.def.clone()))
+            .chain(st.broken.iter().cloned())
+            .collect();
+        v.sort_by_key(|e| e.name());
+        v
+    }
+    fn define(&mut self, def: &VmDefinition) -> Result<()> {
+        let mut st = self.lock();
+        match st.vm_mut(def.name()) {
+            Ok(v) => v.def = def.clone(),
+            Err(_) => st.add(def.clone(), RunState::Off),
+        }
+        Ok(())
+    }
+    fn undefine(&mut self, name: &str, _disks: &[std::path::PathBuf]) -> Result<()> {
+        let mut st = self.lock();
+        st.vm_mut(name)?;
+        st.vms.retain(|v| v.def.name() != name);
+        Ok(())
+    }
+    fn create_disk(&mut self, path: &Path, format: DiskFormat, size_bytes: u64) -> Result<()> {
+        self.lock()
+            .created_disks
+            .push((path.to_path_buf(), format, size_bytes));
+        Ok(())
+    }
+    fn probe_disk(&self, path: &Path) -> Result<DiskFormat> {
+        probe_disk_file(path)
+    }
+    fn start(&mut self, def: &VmDefinition) -> Result<()> {
+        let mut st = self.lock();
+        if let Some(m) = st.fail_start.clone() {
+            st.events.push(ConnEvent::Error {
+                vm: def.name().into(),
+                message: m.clone(),
+            });
+            bail!("{m}");
+        }
+        st.set(def.name(), RunState::Running)
+    }
+    fn pause(&mut self, vm: &str) -> Result<()> {
+        self.lock().set(vm, RunState::Paused)
+    }
+    fn resume(&mut self, vm: &str) -> Result<()> {
+        self.lock().set(vm, RunState::Running)
+    }
+    fn shutdown(&mut self, vm: &str) -> Result<()> {
+        self.lock().set(vm, RunState::Off)
+    }
+    fn reboot(&mut self, vm: &str) -> Result<()> {
+        self.lock().set(vm, RunState::Running)
+    }
+    fn reset(&mut self, vm: &str) -> Result<()> {
+        self.lock().set(vm, RunState::Running)
+    }
+    fn power_off(&mut self, vm: &str) -> Result<()> {
+        self.lock().set(vm, RunState::Off)
+    }
+    fn state(&self, vm: &str) -> RunState {
+        self.lock().vm(vm).map(|v| v.state).unwrap_or(RunState::Off)
+    }
+    fn console(&self, vm: &str) -> Option<Frame> {
+        self.lock().vm(vm).and_then(|v| v.frame.clone())
+    }
+    fn serial_input(&mut self, vm: &str, bytes: &[u8]) {
+        if let Ok(v) = self.lock().vm_mut(vm) {
+            v.serial_in.extend_from_slice(bytes);
+        }
+    }
+    fn key(&mut self, vm: &str, key: GuestKey, pressed: bool) {
+        if let Ok(v) = self.lock().vm_mut(vm) {
+            v.keys.push((key, pressed));
+        }
+    }
+    fn mouse(&mut self, vm: &str, dx: i32, dy: i32, buttons: u8) {
+        self.lock().mouse.push((vm.into(), dx, dy, buttons));
+    }
+    fn cpu_time(&self, vm: &str) -> Option<Duration> {
+        self.lock().vm(vm).map(|v| v.cpu)
+    }
+    fn poll_events(&mut self) -> Vec<ConnEvent> {
+        std::mem::take(&mut self.lock().events)
+    }
+    fn set_waker(&mut self, _waker: Arc<dyn Fn() + Send + Sync>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_tells_qcow2_from_raw_and_rejects_other_files() {
+        let t = tempfile::tempdir().unwrap();
+        let q = t.path().join("q");
+        std::fs::write(&q, b"QFI\xfb\0\0\0\x03rest").unwrap();
+        assert_eq!(probe_disk_file(&q).unwrap(), DiskFormat::Qcow2);
+        let r = t.path().join("r");
+        std::fs::write(&r, vec![0u8; 1024]).unwrap();
+        assert_eq!(probe_disk_file(&r).unwrap(), DiskFormat::Raw);
+        let odd = t.path().join("odd");
+        std::fs::write(&odd, b"hello").unwrap();
+        assert!(probe_disk_file(&odd).is_err());
+        assert!(probe_disk_file(&t.path().join("missing")).is_err());
+        assert!(probe_disk_file(t.path()).is_err());
+    }
+
+    #[test]
+    fn engine_connection_reports_start_failure_as_event_and_error() {
+        let t = tempfile::tempdir().unwrap();
+        let mut c = EngineConnection::new(Library::new(t.path()));
+        let def = VmDefinition::new(vmm_engine::VmSpec::linux("/nonexistent/bzImage"));
+        assert!(c.start(&def).is_err());
+        let ev = c.poll_events();
+        assert!(
+            matches!(&ev[..], [ConnEvent::Error { vm, message }] if vm == "vm" && !message.is_empty())
+        );
+        assert_eq!(c.state("vm"), RunState::Off);
+        assert!(c.poll_events().is_empty());
+        assert!(c.pause("vm").is_err());
+    }
+
+    #[test]
+    fn engine_connection_creates_disks_with_the_block_layer() {
+        let t = tempfile::tempdir().unwrap();
+        let mut c = EngineConnection::new(Library::new(t.path()));
+        let p = t.path().join("d.qcow2");
+        c.create_disk(&p, DiskFormat::Qcow2, 1 << 30).unwrap();
+        assert_eq!(c.probe_disk(&p).unwrap(), DiskFormat::Qcow2);
+        assert!(
+            c.create_disk(&p, DiskFormat::Raw, 1 << 20).is_err(),
+            "never overwrites"
+        );
+    }
+
+    #[test]
+    fn engine_events_map_to_connection_events() {
+        use vmm_engine::{StopReason, VmEvent};
+        let mut crashed = false;
+        assert_eq!(
+            map_event("a", VmEvent::Started, &mut crashed),
+            Some(ConnEvent::State {
+                vm: "a".into(),
+                state: RunState::Running
+            })
+        );
+        assert_eq!(
+            map_event("a", VmEvent::Serial(b"x".to_vec()), &mut crashed),
+            Some(ConnEvent::Serial {
+                vm: "a".into(),
+                bytes: b"x".to_vec()
+            })
+        );
+        assert_eq!(
+            map_event("a", VmEvent::Stopped(StopReason::PowerOff), &mut crashed),
+            Some(ConnEvent::State {
+                vm: "a".into(),
+                state: RunState::Off
+            })
+        );
+        assert!(!crashed);
+        assert!(matches!(
+            map_event("a", VmEvent::Stopped(StopReason::Fault("triple fault".into())), &mut crashed),
+            Some(ConnEvent::Error { message, .. }) if message == "triple fault"
+        ));
+        assert!(crashed);
+    }
+}

@@ -1,0 +1,68 @@
+//! The views. Each draws from the model and returns what the user asked for
+//! as [`Action`]s; `gui::App::apply` carries them out.
+
+pub mod console;
+pub mod details;
+pub mod manager;
+pub mod serial;
+pub mod vm_window;
+pub mod wizard;
+
+use crate::connection::RunState;
+use crate::model::Action;
+use egui::{Key, KeyboardShortcut, Modifiers};
+
+pub const SC_NEW: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::N);
+pub const SC_OPEN: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
+pub const SC_RUN: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::R);
+pub const SC_PAUSE: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::P);
+const CS: Modifiers = Modifiers {
+    alt: false,
+    ctrl: true,
+    shift: true,
+    mac_cmd: false,
+    command: true,
+};
+pub const SC_SHUTDOWN: KeyboardShortcut = KeyboardShortcut::new(CS, Key::S);
+pub const SC_REBOOT: KeyboardShortcut = KeyboardShortcut::new(CS, Key::R);
+pub const SC_RESET: KeyboardShortcut = KeyboardShortcut::new(CS, Key::T);
+pub const SC_OFF: KeyboardShortcut = KeyboardShortcut::new(CS, Key::F);
+pub const SC_DELETE: KeyboardShortcut = KeyboardShortcut::new(Modifiers::NONE, Key::Delete);
+pub const SC_QUIT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Q);
+
+/// The Shut Down menu: Shut Down (ACPI), Reboot, Force Reset, Force Off.
+pub fn shutdown_menu(ui: &mut egui::Ui, vm: &str, state: RunState) -> Option<Action> {
+    let mut action = None;
+    ui.add_enabled_ui(state.is_active(), |ui| {
+        ui.menu_button("Shut Down", |ui| {
+            let ctx = ui.ctx().clone();
+            let item = |ui: &mut egui::Ui, label: &str, sc: &KeyboardShortcut| {
+                ui.add(egui::Button::new(label).shortcut_text(ctx.format_shortcut(sc)))
+                    .clicked()
+            };
+            if item(ui, "Shut Down (ACPI)", &SC_SHUTDOWN) {
+                action = Some(Action::Shutdown(vm.into()));
+            }
+            if item(ui, "Reboot", &SC_REBOOT) {
+                action = Some(Action::Reboot(vm.into()));
+            }
+            if item(ui, "Force Reset", &SC_RESET) {
+                action = Some(Action::ForceReset(vm.into()));
+            }
+            if item(ui, "Force Off", &SC_OFF) {
+                action = Some(Action::ForceOff(vm.into()));
+            }
+        });
+    });
+    action
+}
+
+/// The colour of a state's dot in the list.
+pub fn state_color(state: RunState) -> egui::Color32 {
+    match state {
+        RunState::Off => egui::Color32::from_gray(0x90),
+        RunState::Running => egui::Color32::from_rgb(0x3c, 0xb0, 0x4c),
+        RunState::Paused => egui::Color32::from_rgb(0xe0, 0xa0, 0x20),
+        RunState::Crashed => egui::Color32::from_rgb(0xd0, 0x30, 0x30),
+    }
+}

@@ -1,0 +1,130 @@
+//! A VM's window: Run / Pause / Shut Down, Send Key, Take Screenshot, and
+//! three views (graphical console, serial console, details) with a status
+//! line at the bottom.
+
+use crate::connection::{Frame, RunState};
+use crate::model::{Action, Model};
+use crate::ui::console::{send_key_combos, ConsoleView};
+use crate::ui::details::DetailsView;
+use crate::ui::{serial, shutdown_menu};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    Console,
+    Serial,
+    Details,
+}
+
+/// One open VM window.
+pub struct VmWindow {
+    pub vm: String,
+    pub tab: Tab,
+    pub console: ConsoleView,
+    pub details: DetailsView,
+}
+
+impl VmWindow {
+    pub fn new(vm: &str) -> VmWindow {
+        VmWindow {
+            vm: vm.to_string(),
+            tab: Tab::Console,
+            console: ConsoleView::default(),
+            details: DetailsView::default(),
+        }
+    }
+
+    pub fn title(&self) -> String {
+        format!("{} - Virtual Machine", self.vm)
+    }
+
+    pub fn show(&mut self, ctx: &egui::Context, model: &mut Model) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut open = true;
+        let frame: Option<Frame> = model.conn.console(&self.vm);
+        let state = model.state(&self.vm);
+        egui::Window::new(self.title())
+            .id(egui::Id::unique(("vm-window", &self.vm)))
+            .open(&mut open)
+            .default_size([760.0, 520.0])
+            .min_size([420.0, 300.0])
+            .show(ctx, |ui| {
+                ui.horizontal(|ui| {
+                    if ui
+                        .add_enabled(!state.is_active(), egui::Button::new("Run"))
+                        .clicked()
+                    {
+                        actions.push(Action::Run(self.vm.clone()));
+                    }
+                    let (label, act) = if state == RunState::Paused {
+                        ("Resume", Action::Resume(self.vm.clone()))
+                    } else {
+                        ("Pause", Action::Pause(self.vm.clone()))
+                    };
+                    if ui
+                        .add_enabled(state.is_active(), egui::Button::new(label))
+                        .clicked()
+                    {
+                        actions.push(act);
+                    }
+                    if let Some(a) = shutdown_menu(ui, &self.vm, state) {
+                        actions.push(a);
+                    }
+                    ui.add_enabled_ui(state == RunState::Running, |ui| {
+                        ui.menu_button("Send Key", |ui| {
+                            for (label, keys) in send_key_combos() {
+                                if ui.button(label).clicked() {
+                                    actions.push(Action::SendKeys(self.vm.clone(), keys));
+                                }
+                            }
+                        });
+                    });
+                    if ui
+                        .add_enabled(frame.is_some(), egui::Button::new("Take Screenshot"))
+                        .clicked()
+                    {
+                        actions.push(Action::Screenshot(self.vm.clone()));
+                    }
+                });
+                ui.horizontal(|ui| {
+                    ui.selectable_value(&mut self.tab, Tab::Console, "Console");
+                    ui.selectable_value(&mut self.tab, Tab::Serial, "Serial");
+                    ui.selectable_value(&mut self.tab, Tab::Details, "Details");
+                });
+                ui.separator();
+                egui::Panel::bottom(("vm-status", &self.vm)).show(ui, |ui| {
+                    ui.horizontal(|ui| {
+                        ui.label(format!("Status: {}", state.label()));
+                        if let Some(e) = model.runtime.get(&self.vm).and_then(|r| r.error.as_ref())
+                        {
+                            ui.colored_label(crate::ui::wizard::ERROR_COLOR, e);
+                        } else if self.console.captured && self.tab == Tab::Console {
+                            ui.label("Press Ctrl+Alt to release the keyboard.");
+                        }
+                    });
+                });
+                egui::CentralPanel::default().show(ui, |ui| match self.tab {
+                    Tab::Console => {
+                        actions.extend(self.console.show(ui, &self.vm, frame.as_ref()));
+                    }
+                    Tab::Serial => {
+                        let term = &mut model.runtime_mut(&self.vm).terminal;
+                        if let Some(a) = serial::show(ui, &self.vm, term) {
+                            actions.push(a);
+                        }
+                    }
+                    Tab::Details => {
+                        if let Some(def) = model.definition(&self.vm).cloned() {
+                            let editable = !state.is_active();
+                            if let Some(a) = self.details.show(ui, &def, &model.host, editable) {
+                                actions.push(a);
+                            }
+                        }
+                    }
+                });
+            });
+        if !open {
+            actions.push(Action::CloseWindow(self.vm.clone()));
+        }
+        actions
+    }
+}
