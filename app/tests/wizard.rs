@@ -364,4 +364,13 @@ fn console_keys_and_send_key_reach_the_connection() {
         .generation = 2;
     h.run();
     assert_eq!(h.state().windows[0].console.uploads, 2);
+
+    // The serial view: typed text goes to the guest's UART.
+    click(&mut h, "Serial");
+    click(&mut h, "Serial console");
+    h.get_by_label("Serial console").type_text("ls");
+    h.run();
+    h.key_press(egui::Key::Enter);
+    h.run();
+    assert_eq!(conn.lock().vm("g").unwrap().serial_in, b"ls\r".to_vec());
 }

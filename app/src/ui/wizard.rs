@@ -539,7 +539,7 @@ impl Wizard {
                     .selected_text(if self.host.bridges.is_empty() {
                         "no bridges on this host".to_string()
                     } else {
-                        "host bridges".to_string()
+                        "Choose a host bridge".to_string()
                     })
                     .show_ui(ui, |ui| {
                         for b in self.host.bridges.clone() {
