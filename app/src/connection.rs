@@ -209,6 +209,98 @@ impl EngineConnection {
     }
 }
 
+/// The engine's PS/2 key for a [`GuestKey`].
+pub fn keycode(k: GuestKey) -> Option<vmm_engine::devices::keys::KeyCode> {
+    use vmm_engine::devices::keys::KeyCode as K;
+    Some(match k {
+        GuestKey::Char(c) => match c.to_ascii_lowercase() {
+            'a' => K::A,
+            'b' => K::B,
+            'c' => K::C,
+            'd' => K::D,
+            'e' => K::E,
+            'f' => K::F,
+            'g' => K::G,
+            'h' => K::H,
+            'i' => K::I,
+            'j' => K::J,
+            'k' => K::K,
+            'l' => K::L,
+            'm' => K::M,
+            'n' => K::N,
+            'o' => K::O,
+            'p' => K::P,
+            'q' => K::Q,
+            'r' => K::R,
+            's' => K::S,
+            't' => K::T,
+            'u' => K::U,
+            'v' => K::V,
+            'w' => K::W,
+            'x' => K::X,
+            'y' => K::Y,
+            'z' => K::Z,
+            '0' => K::Digit0,
+            '1' => K::Digit1,
+            '2' => K::Digit2,
+            '3' => K::Digit3,
+            '4' => K::Digit4,
+            '5' => K::Digit5,
+            '6' => K::Digit6,
+            '7' => K::Digit7,
+            '8' => K::Digit8,
+            '9' => K::Digit9,
+            '-' => K::Minus,
+            '=' => K::Equal,
+            '[' => K::BracketLeft,
+            ']' => K::BracketRight,
+            '\\' => K::Backslash,
+            ';' => K::Semicolon,
+            '\'' => K::Apostrophe,
+            '`' => K::Grave,
+            ',' => K::Comma,
+            '.' => K::Dot,
+            '/' => K::Slash,
+            _ => return None,
+        },
+        GuestKey::F(n) => match n {
+            1 => K::F1,
+            2 => K::F2,
+            3 => K::F3,
+            4 => K::F4,
+            5 => K::F5,
+            6 => K::F6,
+            7 => K::F7,
+            8 => K::F8,
+            9 => K::F9,
+            10 => K::F10,
+            11 => K::F11,
+            12 => K::F12,
+            _ => return None,
+        },
+        GuestKey::Escape => K::Escape,
+        GuestKey::Tab => K::Tab,
+        GuestKey::Backspace => K::Backspace,
+        GuestKey::Enter => K::Enter,
+        GuestKey::Space => K::Space,
+        GuestKey::Insert => K::Insert,
+        GuestKey::Delete => K::Delete,
+        GuestKey::Home => K::Home,
+        GuestKey::End => K::End,
+        GuestKey::PageUp => K::PageUp,
+        GuestKey::PageDown => K::PageDown,
+        GuestKey::Up => K::Up,
+        GuestKey::Down => K::Down,
+        GuestKey::Left => K::Left,
+        GuestKey::Right => K::Right,
+        GuestKey::LeftShift => K::ShiftLeft,
+        GuestKey::LeftCtrl => K::CtrlLeft,
+        GuestKey::LeftAlt => K::AltLeft,
+        GuestKey::LeftMeta => K::MetaLeft,
+        GuestKey::PrintScreen => K::PrintScreen,
+    })
+}
+
 fn map_event(vm: &str, ev: vmm_engine::VmEvent, crashed: &mut bool) -> Option<ConnEvent> {
     use vmm_engine::{StopReason, VmEvent};
     let state = |state| {
@@ -325,9 +417,9 @@ impl Connection for EngineConnection {
         Ok(())
     }
     fn shutdown(&mut self, vm: &str) -> Result<()> {
-        self.running(vm)?;
-        // TODO(engine): Vm::power_button() once the ACPI power button lands.
-        bail!("ACPI shutdown is not available in this engine yet: use Force Off")
+        // The ACPI power button: the guest decides to shut down.
+        self.running(vm)?.power_button();
+        Ok(())
     }
     fn reboot(&mut self, vm: &str) -> Result<()> {
         // The engine has no guest-cooperative reboot yet: a reset.
@@ -354,24 +446,35 @@ impl Connection for EngineConnection {
             },
         }
     }
-    fn console(&self, _vm: &str) -> Option<Frame> {
-        // TODO(engine): Vm::display().map(|d| d.snapshot()) -> Frame.
-        None
+    fn console(&self, vm: &str) -> Option<Frame> {
+        let fb = self.vms.get(vm)?.vm.display().snapshot();
+        if fb.width == 0 || fb.height == 0 {
+            return None;
+        }
+        Some(Frame {
+            width: fb.width,
+            height: fb.height,
+            pixels: fb.pixels,
+            generation: fb.generation,
+        })
     }
     fn serial_input(&mut self, vm: &str, bytes: &[u8]) {
         if let Ok(v) = self.running(vm) {
             v.serial_input(bytes);
         }
     }
-    fn key(&mut self, _vm: &str, _key: GuestKey, _pressed: bool) {
-        // TODO(engine): Vm::key_event(keycode(key), pressed).
+    fn key(&mut self, vm: &str, key: GuestKey, pressed: bool) {
+        if let (Ok(v), Some(code)) = (self.running(vm), keycode(key)) {
+            v.key_event(code, pressed);
+        }
     }
-    fn mouse(&mut self, _vm: &str, _dx: i32, _dy: i32, _buttons: u8) {
-        // TODO(engine): Vm::mouse_event(dx, dy, buttons).
+    fn mouse(&mut self, vm: &str, dx: i32, dy: i32, buttons: u8) {
+        if let Ok(v) = self.running(vm) {
+            v.mouse_event(dx, dy, 0, buttons);
+        }
     }
-    fn cpu_time(&self, _vm: &str) -> Option<Duration> {
-        // TODO(engine): Vm::cpu_time().
-        None
+    fn cpu_time(&self, vm: &str) -> Option<Duration> {
+        self.running(vm).ok()?.cpu_time()
     }
     fn poll_events(&mut self) -> Vec<ConnEvent> {
         let mut out = std::mem::take(&mut self.pending);

@@ -104,20 +104,26 @@ fn three_vms_on_a_bridge_ping_and_move_64_mib() {
     }
     // The namespace reaches every VM.
     for n in 2..=4 {
-        assert!(ns.ping(&format!("10.0.0.{n}")), "namespace cannot ping 10.0.0.{n}");
+        assert!(
+            ns.ping(&format!("10.0.0.{n}")),
+            "namespace cannot ping 10.0.0.{n}"
+        );
     }
     // The VMs reach each other (the marker is computed so the echoed
     // command line does not match it).
     for (i, target) in [(0usize, 3u8), (1, 4), (2, 2)] {
         let at = cons[i].text.len();
         vms[i].serial_input(
-            format!("ping -c 2 -W 3 10.0.0.{target} >/dev/null && echo PING-$((40+2))\n").as_bytes(),
+            format!("ping -c 2 -W 3 10.0.0.{target} >/dev/null && echo PING-$((40+2))\n")
+                .as_bytes(),
         );
         cons[i].wait_for_from("PING-42", at, T);
     }
     // 64 MiB over TCP from VM 10.0.0.2 to 10.0.0.3 arrives byte-exact.
     let at = cons[1].text.len();
-    vms[1].serial_input(b"nc -l -p 5000 | md5sum > /tmp/rx.md5; echo RX-$((40+2)) $(cat /tmp/rx.md5)\n");
+    vms[1].serial_input(
+        b"nc -l -p 5000 | md5sum > /tmp/rx.md5; echo RX-$((40+2)) $(cat /tmp/rx.md5)\n",
+    );
     std::thread::sleep(Duration::from_secs(2));
     vms[0].serial_input(b"dd if=/dev/zero bs=1M count=64 2>/dev/null | nc -w 5 10.0.0.3 5000\n");
     cons[1].wait_for_from("RX-42", at, T);

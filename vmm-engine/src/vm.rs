@@ -461,6 +461,23 @@ impl Vm {
             .clone()
     }
 
+    /// CPU time the guest's vCPU threads have used in the current boot (from
+    /// /proc/self/task/TID/schedstat), for a CPU% graph.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let m = self.shared.machine()?;
+        let tids = m
+            .vcpu_tids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut total = 0u64;
+        for tid in tids {
+            let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+            total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(Duration::from_nanos(total))
+    }
+
     /// KVM_RUN exits so far in the current machine (diagnostics, benchmarks).
     pub fn exit_count(&self) -> usize {
         self.shared
@@ -549,6 +566,7 @@ pub struct Machine {
     platform: Platform,
     display_thread: Mutex<Option<JoinHandle<()>>>,
     kicker_active: std::sync::atomic::AtomicBool,
+    vcpu_tids: Arc<Mutex<Vec<i32>>>,
     _firmware: Option<MmapRegion>,
 }
 
@@ -667,6 +685,7 @@ impl Machine {
             platform,
             display_thread: Mutex::new(None),
             kicker_active: Default::default(),
+            vcpu_tids: Default::default(),
             _firmware: firmware,
         })
     }
@@ -689,9 +708,15 @@ impl Machine {
                 pause: self.pause.clone(),
                 exits: self.exits.clone(),
             };
+            let tids = self.vcpu_tids.clone();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || vcpu::run_vcpu(v, ctx))
+                .spawn(move || {
+                    // SAFETY: gettid has no preconditions.
+                    let tid = unsafe { libc::gettid() };
+                    tids.lock().unwrap_or_else(|e| e.into_inner()).push(tid);
+                    vcpu::run_vcpu(v, ctx)
+                })
                 .map_err(|e| VmError::Device(format!("cannot start a vCPU thread: {e}")))?;
             threads.push(t);
         }
