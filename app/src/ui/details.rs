@@ -1,5 +1,6 @@
 //! The Details view: the VM's hardware. Memory, CPUs, the CD-ROM, the boot
-//! order and the description can be changed while the VM is shut off; Apply
+//! order, each disk's interface (virtio or IDE) and the description can be
+//! changed while the VM is shut off; Apply
 //! saves the definition.
 
 use crate::library::VmDefinition;
@@ -16,6 +17,8 @@ pub struct DetailsView {
     cpus: String,
     cdrom: String,
     order: Option<BootOrder>,
+    /// Per disk: virtio (the default) or IDE, for guests without virtio drivers.
+    interfaces: Vec<DiskInterface>,
     description: String,
 }
 
@@ -34,6 +37,7 @@ impl DetailsView {
             BootSpec::Firmware(f) => Some(f.order),
             BootSpec::Linux(_) => None,
         };
+        self.interfaces = def.spec.disks.iter().map(|d| d.interface).collect();
         self.description = def.description.clone();
     }
 
@@ -98,19 +102,21 @@ impl DetailsView {
                     ui.end_row();
                     for (i, d) in def.spec.disks.iter().enumerate() {
                         ui.label(RichText::new(format!("Disk {}", i + 1)).strong());
-                        ui.label(format!(
-                            "{} ({}, {}{})",
-                            d.path.display(),
-                            match d.format {
-                                DiskFormat::Raw => "raw",
-                                DiskFormat::Qcow2 => "qcow2",
-                            },
-                            match d.interface {
-                                DiskInterface::Ide => "IDE",
-                                DiskInterface::Virtio => "virtio",
-                            },
-                            if d.readonly { ", read-only" } else { "" }
-                        ));
+                        ui.horizontal(|ui| {
+                            ui.label(format!(
+                                "{} ({}{})",
+                                d.path.display(),
+                                match d.format {
+                                    DiskFormat::Raw => "raw",
+                                    DiskFormat::Qcow2 => "qcow2",
+                                },
+                                if d.readonly { ", read-only" } else { "" }
+                            ));
+                            if let Some(itf) = self.interfaces.get_mut(i) {
+                                ui.radio_value(itf, DiskInterface::Virtio, "virtio");
+                                ui.radio_value(itf, DiskInterface::Ide, "IDE");
+                            }
+                        });
                         ui.end_row();
                     }
                     for (i, n) in def.spec.nics.iter().enumerate() {
@@ -153,6 +159,9 @@ impl DetailsView {
         d.spec.cdrom = (!c.is_empty()).then(|| c.into());
         if let (BootSpec::Firmware(f), Some(o)) = (&mut d.spec.boot, self.order) {
             f.order = o;
+        }
+        for (disk, itf) in d.spec.disks.iter_mut().zip(self.interfaces.iter()) {
+            disk.interface = *itf;
         }
         d.description = self.description.clone();
         Some(d)

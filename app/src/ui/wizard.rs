@@ -243,7 +243,7 @@ impl Wizard {
                 disks.push(DiskSpec {
                     path: path.clone(),
                     format: self.format,
-                    interface: DiskInterface::Ide,
+                    interface: DiskInterface::Virtio,
                     readonly: false,
                 });
                 owned.push(path.clone());
@@ -252,7 +252,7 @@ impl Wizard {
             Storage::Existing => disks.push(DiskSpec {
                 path: PathBuf::from(self.existing.trim()),
                 format: self.check_existing()?,
-                interface: DiskInterface::Ide,
+                interface: DiskInterface::Virtio,
                 readonly: false,
             }),
             Storage::None => {}
@@ -271,7 +271,7 @@ impl Wizard {
                     DiskSpec {
                         path: PathBuf::from(self.import.trim()),
                         format: check_disk_image(&self.import)?,
-                        interface: DiskInterface::Ide,
+                        interface: DiskInterface::Virtio,
                         readonly: false,
                     },
                 );
