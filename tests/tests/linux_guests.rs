@@ -123,3 +123,46 @@ fn md5_hex(data: &[u8]) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+#[test]
+#[ignore = "needs hardware KVM (VT-x/AMD-V); run: cargo test -p vireo-tests --test linux_guests -- --ignored"]
+fn linux_bochs_drm_switches_to_a_graphical_console() {
+    require_kvm();
+    require_hardware_kvm();
+    // console=tty0 last: the kernel console (and the init's marker) is on
+    // the VGA; bochs-drm takes the std VGA over and fbcon draws text.
+    let vm = Vm::create(linux_spec("console=ttyS0 console=tty0", 1)).expect("create");
+    let mut con = Console::new(vm.events());
+    vm.start().expect("start");
+    con.wait_for("VIREO-LINUX-UP", T);
+    // Wait for a graphical mode: bigger than the 720x400 text screen.
+    let deadline = Instant::now() + T;
+    let fb = loop {
+        let fb = vm.display().snapshot();
+        if fb.width >= 800 && fb.height >= 600 {
+            break fb;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {}x{} after the marker",
+            fb.width,
+            fb.height
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(fb.pixels.len(), (fb.width * fb.height * 4) as usize);
+    // fbcon printed text: some pixels differ from the background.
+    let first = &fb.pixels[0..4];
+    let lit = fb.pixels.chunks_exact(4).filter(|p| *p != first).count();
+    assert!(
+        lit > 1000,
+        "the {}x{} console shows no text",
+        fb.width,
+        fb.height
+    );
+    let dir = tempfile_dir("bochs");
+    fb.save_png(&dir.join("bochs-console.png"))
+        .expect("screenshot");
+    vm.serial_input(b"poweroff -f\n");
+    assert_eq!(con.wait_stopped(T), StopReason::PowerOff);
+}
