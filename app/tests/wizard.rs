@@ -178,7 +178,7 @@ fn wizard_creates_a_vm_with_a_new_qcow2_disk_on_disk() {
     assert!(p.vms_dir().join("grub.json").is_file(), "definition file");
     let disk = p.images_dir().join("grub.qcow2");
     let out = std::process::Command::new("qemu-img")
-        .args(["info", "--output=json"])
+        .args(["info", "-U", "--output=json"])
         .arg(&disk)
         .output()
         .expect("qemu-img");
