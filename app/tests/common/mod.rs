@@ -46,20 +46,27 @@ pub fn harness(app: App, size: [f32; 2]) -> Harness<'static, App> {
 /// click it, select all, type.
 pub fn set_text(h: &mut Harness<'_, App>, label: &str, text: &str) {
     h.get_by_label(label).click();
-    h.run();
+    settle(h);
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    h.run();
+    settle(h);
     if text.is_empty() {
         h.key_press(egui::Key::Backspace);
     } else {
         h.get_by_label(label).type_text(text);
     }
-    h.run();
+    settle(h);
 }
 
 pub fn click(h: &mut Harness<'_, App>, label: &str) {
     h.get_by_label(label).click();
-    h.run();
+    settle(h);
+}
+
+/// Lets the UI process input for a fixed number of frames. (A running
+/// guest keeps asking for repaints as it prints, so "run until idle" would
+/// never settle.)
+pub fn settle(h: &mut Harness<'_, App>) {
+    h.run_steps(6);
 }
 
 /// True when some node's label contains `text`.
