@@ -1,0 +1,128 @@
+//! The desktop app with a real guest: a VM made in the wizard from the
+//! project's GRUB menu ISO boots to the GRUB menu, which shows in the serial
+//! view and on the console's framebuffer; keys typed in the VM window move
+//! the menu selection. Needs /dev/kvm; one GRUB boot (minutes on PVM hosts).
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use vireo::connection::EngineConnection;
+use vireo::gui::App;
+use vireo::library::{Library, Paths};
+
+fn menu_iso() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let st = std::process::Command::new("bash")
+        .arg(root.join("assets/guests/build.sh"))
+        .arg("grub")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("assets/guests/build.sh");
+    assert!(st.success(), "building the GRUB guests failed");
+    std::env::var_os("VIREO_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/guests"))
+        .join("grub/menu.iso")
+}
+
+fn serial_text(h: &egui_kittest::Harness<'_, App>, vm: &str) -> String {
+    h.state()
+        .model
+        .runtime
+        .get(vm)
+        .map(|r| r.terminal.text())
+        .unwrap_or_default()
+}
+
+/// Runs the UI until `pred` holds or the time is up.
+fn run_until(
+    h: &mut egui_kittest::Harness<'_, App>,
+    limit: Duration,
+    mut pred: impl FnMut(&egui_kittest::Harness<'_, App>) -> bool,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        settle(h);
+        if pred(h) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn wizard_vm_reaches_the_grub_menu_and_window_keys_move_it() {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        panic!("this test needs /dev/kvm ({e}); run on a host with KVM");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = Paths {
+        config: t.path().join("config/vireo"),
+        data: t.path().join("data/vireo"),
+    };
+    let conn = EngineConnection::new(Library::new(p.vms_dir()));
+    let app = App::with_connection(Box::new(conn), host(), p.clone());
+    let mut h = harness(app, [1100.0, 800.0]);
+    let iso = menu_iso();
+    click(&mut h, "New");
+    set_text(&mut h, "ISO image path", iso.to_str().unwrap());
+    click(&mut h, "Forward");
+    set_text(&mut h, "Memory (MiB)", "128");
+    click(&mut h, "Forward");
+    set_text(&mut h, "Size (GiB)", "1");
+    click(&mut h, "Forward");
+    set_text(&mut h, "Name", "menu");
+    click(&mut h, "Forward");
+    click(&mut h, "Finish");
+    assert!(
+        h.state().windows.iter().any(|w| w.vm == "menu"),
+        "the VM window opened"
+    );
+
+    // GRUB's menu, drawn on COM1 too, reaches the serial view.
+    let shown = run_until(&mut h, Duration::from_secs(900), |h| {
+        serial_text(h, "menu").contains("second")
+    });
+    assert!(
+        shown,
+        "no GRUB menu in the serial view:\n{}",
+        serial_text(&h, "menu")
+    );
+    // ... and the framebuffer: the console uploaded the guest's text screen.
+    let fb = h.state().model.conn.console("menu").expect("a frame");
+    assert_eq!((fb.width, fb.height), (720, 400), "text mode 80x25");
+    let first = &fb.pixels[0..4];
+    assert!(
+        fb.pixels.chunks_exact(4).filter(|px| *px != first).count() > 1000,
+        "the console frame is blank"
+    );
+    assert!(h
+        .state()
+        .windows
+        .iter()
+        .any(|w| w.vm == "menu" && w.console.uploads > 0));
+
+    // Keys typed into the VM window reach the guest through PS/2.
+    click(&mut h, "Console screen");
+    h.key_press(egui::Key::ArrowDown);
+    settle(&mut h);
+    std::thread::sleep(Duration::from_secs(3));
+    h.key_press(egui::Key::Enter);
+    settle(&mut h);
+    let picked = run_until(&mut h, Duration::from_secs(300), |h| {
+        let t = serial_text(h, "menu");
+        t.contains("PICKED-SECOND") || t.contains("PICKED-FIRST")
+    });
+    let text = serial_text(&h, "menu");
+    assert!(
+        picked && text.contains("PICKED-SECOND"),
+        "GRUB did not take the keys:\n{text}"
+    );
+}
