@@ -21,7 +21,16 @@ fn vireo_opens_a_window_under_xvfb_and_exits_cleanly() {
         echo "vireo-exit=$?"
     "#;
     let out = Command::new("timeout")
-        .args(["120", "xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "bash", "-c", script])
+        .args([
+            "120",
+            "xvfb-run",
+            "-a",
+            "-s",
+            "-screen 0 1280x800x24",
+            "bash",
+            "-c",
+            script,
+        ])
         .env("VIREO", env!("CARGO_BIN_EXE_vireo"))
         .env("SHOT", &shot)
         .env("LOG", t.path().join("vireo.log"))
@@ -43,9 +52,14 @@ fn vireo_opens_a_window_under_xvfb_and_exits_cleanly() {
     for p in img.pixels() {
         colours.insert(p.0);
     }
-    assert!(colours.len() > 8, "the screen is blank ({} colours)", colours.len());
+    assert!(
+        colours.len() > 8,
+        "the screen is blank ({} colours)",
+        colours.len()
+    );
     if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
-        let dest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/screenshots/main-window.png");
+        let dest =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/screenshots/main-window.png");
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::copy(&shot, dest).unwrap();
     }

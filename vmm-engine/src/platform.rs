@@ -41,7 +41,7 @@ use crate::devices::pci::piix3::{
     Piix3, ResetControl, SystemControlA, PIIX3_DEVFN, SYSTEM_CONTROL_A_PORT,
 };
 use crate::devices::pci::root::{PciIntxRouter, PciRoot, PCI_CONFIG_LEN, PCI_CONFIG_PORT};
-use crate::devices::pci::PciDevice;
+use crate::devices::pci::{PciConfig, PciDevice};
 use crate::devices::rtc::{BootDevice, Rtc, RtcTimer, RTC_PORT};
 use crate::devices::serial::{SerialDevice, SerialSink, COM1_BASE, COM1_IRQ};
 use crate::devices::vga::{StdVga, VgaHandle, VramMapper, VRAM_SIZE};
@@ -57,6 +57,8 @@ use crate::memory::{
 };
 use crate::spec::{BootOrder, BootSpec, DiskFormat, DiskInterface, VmSpec};
 use crate::vm::{delete_slot, set_ram_slot, KvmIrq, VmError};
+use kvm_ioctls::{IoEventAddress, NoDatamatch};
+use vmm_sys_util::eventfd::EventFd;
 
 /// Debian's VGA BIOS for the std VGA.
 pub const DEFAULT_VGA_BIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
@@ -122,6 +124,91 @@ fn pam_handler(vm: Arc<VmFd>, mem: GuestMem, layout: &MemoryLayout) -> PamCallba
             }
         }
     })
+}
+
+/// A virtio-pci device whose queue doorbells are KVM ioeventfds: a guest's
+/// notify write signals the I/O thread inside KVM, without an exit to the
+/// vCPU thread. Re-registered whenever the guest moves BAR4.
+struct IoeventVirtio {
+    inner: VirtioPciDevice,
+    vm: Arc<VmFd>,
+    registered: Vec<(u64, EventFd)>,
+}
+
+const VIRTIO_NOTIFY_BAR: usize = 4;
+
+impl IoeventVirtio {
+    fn unregister(&mut self) {
+        for (addr, fd) in self.registered.drain(..) {
+            if let Err(e) =
+                self.vm
+                    .unregister_ioevent(&fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            {
+                log::warn!("KVM_IOEVENTFD unregister at {addr:#x}: {e}");
+            }
+        }
+    }
+}
+
+impl PciDevice for IoeventVirtio {
+    fn config(&self) -> &PciConfig {
+        self.inner.config()
+    }
+    fn config_mut(&mut self) -> &mut PciConfig {
+        self.inner.config_mut()
+    }
+    fn config_read(&mut self, offset: usize, data: &mut [u8]) {
+        self.inner.config_read(offset, data)
+    }
+    fn config_write(&mut self, offset: usize, data: &[u8]) -> bool {
+        self.inner.config_write(offset, data)
+    }
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        self.inner.bar_read(bar, offset, data)
+    }
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        self.inner.bar_write(bar, offset, data)
+    }
+    fn bar_remapped(&mut self, bar: usize, addr: Option<u64>) {
+        self.inner.bar_remapped(bar, addr);
+        if bar != VIRTIO_NOTIFY_BAR {
+            return;
+        }
+        self.unregister();
+        let Some(base) = addr else { return };
+        for (off, q) in self.inner.ioevents() {
+            let Some(a) = base.checked_add(off) else {
+                continue;
+            };
+            let fd = match self.inner.queue_eventfd(q) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    log::warn!("virtio queue {q} eventfd: {e}");
+                    continue;
+                }
+            };
+            match self
+                .vm
+                .register_ioevent(&fd, &IoEventAddress::Mmio(a), NoDatamatch)
+            {
+                Ok(()) => self.registered.push((a, fd)),
+                // Without it the doorbell still works through the MMIO exit.
+                Err(e) => log::warn!("KVM_IOEVENTFD at {a:#x}: {e}"),
+            }
+        }
+    }
+    fn bar_is_ram(&self, bar: usize) -> bool {
+        self.inner.bar_is_ram(bar)
+    }
+    fn rom(&self) -> Option<&[u8]> {
+        self.inner.rom()
+    }
+}
+
+impl Drop for IoeventVirtio {
+    fn drop(&mut self) {
+        self.unregister();
+    }
 }
 
 /// MSI-X messages from virtio devices, delivered with KVM_SIGNAL_MSI.
@@ -392,6 +479,11 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
         let intx = router.irq_line_for(slot, 1);
         let dev = VirtioPciDevice::new(backend, mem.clone(), msi.clone(), intx, io_loop.handle())
             .map_err(|e| VmError::Device(format!("{what}: {e}")))?;
+        let dev = IoeventVirtio {
+            inner: dev,
+            vm: vm_fd.clone(),
+            registered: Vec::new(),
+        };
         pci_root
             .lock()
             .unwrap_or_else(|e| e.into_inner())
