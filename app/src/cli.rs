@@ -100,12 +100,10 @@ fn parse_disk(s: &str) -> Result<DiskSpec, String> {
         }
     }
     if !format_given {
-        // Probe: qcow2 images start with "QFI\xfb".
-        let mut magic = [0u8; 4];
-        if let Ok(mut f) = std::fs::File::open(&d.path) {
-            if f.read_exact(&mut magic).is_ok() && &magic == b"QFI\xfb" {
-                d.format = DiskFormat::Qcow2;
-            }
+        // A file that cannot be probed keeps raw; the existence check in
+        // spec_from_args reports why it cannot be used.
+        if let Ok(f) = vmm_engine::block::probe_format(&d.path) {
+            d.format = f;
         }
     }
     Ok(d)
@@ -373,7 +371,7 @@ pub fn run(a: RunArgs) -> i32 {
                 };
             }
             Ok(VmEvent::Fault(report)) => {
-                drop_raw_then(&raw, || eprintln!("\nvireo: guest fault: {report}"));
+                eprintln!("\nvireo: guest fault: {report}");
             }
             Ok(VmEvent::Reset) => log::info!("guest reset; restarting"),
             Ok(_) => {}
@@ -384,10 +382,6 @@ pub fn run(a: RunArgs) -> i32 {
     drop(control);
     drop(raw);
     code
-}
-
-fn drop_raw_then(_raw: &RawTerminal, f: impl FnOnce()) {
-    f()
 }
 
 #[cfg(test)]

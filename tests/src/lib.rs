@@ -77,6 +77,15 @@ pub fn grub_iso(name: &str, cfg: &str, extra: Option<&Path>) -> PathBuf {
     iso
 }
 
+/// A fresh, empty scratch folder for one test under the guest dir
+/// (target/guests/work/NAME); kept after the test for inspection.
+pub fn work_dir(name: &str) -> PathBuf {
+    let d = guest_dir().join("work").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("creating a work dir");
+    d
+}
+
 /// Fails loudly when /dev/kvm is not usable: these tests need it.
 pub fn require_kvm() {
     match std::fs::OpenOptions::new()

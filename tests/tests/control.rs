@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,13 +30,6 @@ fn boot() -> (Arc<Vm>, Console) {
     vm.start().expect("starting the VM");
     con.wait_for("cmdline:", T);
     (vm, con)
-}
-
-fn workdir(name: &str) -> PathBuf {
-    let d = vireo_tests::guest_dir().join("work").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("creating a work dir");
-    d
 }
 
 struct Client {
@@ -112,7 +105,7 @@ fn assert_running(sock: &Path) {
 #[test]
 fn commands_work_on_a_running_vm() {
     let (vm, mut con) = boot();
-    let dir = workdir("control-commands");
+    let dir = vireo_tests::work_dir("control-commands");
     let sock = dir.join("vm.sock");
     let server = control::serve(vm.clone(), &sock).expect("serving");
     let mut c = Client::connect(&sock);
@@ -221,7 +214,7 @@ fn commands_work_on_a_running_vm() {
 #[test]
 fn bad_clients_get_errors_and_the_vm_keeps_running() {
     let (vm, _con) = boot();
-    let dir = workdir("control-robust");
+    let dir = vireo_tests::work_dir("control-robust");
     let sock = dir.join("vm.sock");
     let _server = control::serve(vm.clone(), &sock).expect("serving");
     let mut a = Client::connect(&sock);
@@ -309,7 +302,7 @@ fn bad_clients_get_errors_and_the_vm_keeps_running() {
 #[test]
 fn socket_file_handling() {
     let (vm, _con) = boot();
-    let dir = workdir("control-files");
+    let dir = vireo_tests::work_dir("control-files");
     // A stale socket (nobody listening) is replaced.
     let sock = dir.join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());

@@ -35,13 +35,6 @@ fn run(spec: VmSpec) -> (Vm, Console) {
     (vm, con)
 }
 
-fn workdir(name: &str) -> PathBuf {
-    let d = vireo_tests::guest_dir().join("work").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("creating a work dir");
-    d
-}
-
 /// Polls the text screen until every needle is on it; returns the rows.
 fn wait_text(vm: &Vm, needles: &[&str], timeout: Duration) -> Vec<String> {
     let deadline = Instant::now() + timeout;
@@ -143,7 +136,7 @@ const GREY: [u8; 3] = [0xaa, 0xaa, 0xaa];
 
 #[test]
 fn seabios_banner_then_mode_13h_colours() {
-    let dir = workdir("display-vga13");
+    let dir = vireo_tests::work_dir("display-vga13");
     let mut s = cd_spec(guest("tiny", "vga13.iso"));
     s.memory_mib = 32;
     let (vm, mut con) = run(s);
@@ -198,7 +191,7 @@ fn seabios_banner_then_mode_13h_colours() {
 
 #[test]
 fn planar_640x480_colours() {
-    let dir = workdir("display-planar");
+    let dir = vireo_tests::work_dir("display-planar");
     let mut s = cd_spec(guest("tiny", "vgaplanar.iso"));
     s.memory_mib = 32;
     let (vm, mut con) = run(s);
@@ -253,7 +246,7 @@ menuentry \"gfx entry one\" {
 
 #[test]
 fn grub_gfxterm_1024x768() {
-    let dir = workdir("display-gfx");
+    let dir = vireo_tests::work_dir("display-gfx");
     let iso = vireo_tests::grub_iso("display-gfx", GFX_CFG, None);
     let (vm, mut con) = run(cd_spec(iso));
     con.wait_for("VIREO-GFX", T_GRUB);
@@ -429,7 +422,7 @@ fn equal_share(a: &Framebuffer, b: &Framebuffer, tol: u8) -> f64 {
 
 #[test]
 fn grub_text_menu_readable_and_matches_qemu_screendump() {
-    let dir = workdir("display-menu");
+    let dir = vireo_tests::work_dir("display-menu");
     let iso = vireo_tests::grub_iso("display-menu", MENU_CFG, None);
     let (vm, _con) = run(cd_spec(iso.clone()));
 

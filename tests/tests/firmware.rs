@@ -30,16 +30,9 @@ fn cd_spec(iso: PathBuf) -> VmSpec {
     s
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = vireo_tests::guest_dir().join("work").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("creating a work dir");
-    d
-}
-
 #[test]
 fn grub_boots_from_cd_lists_pci_reads_the_iso_and_halts_with_two_cpus() {
-    let dir = tmpdir("basic");
+    let dir = vireo_tests::work_dir("basic");
     let mut s = cd_spec(guest("grub", "basic.iso"));
     s.cpus = 2;
     s.firmware_log = Some(dir.join("seabios.log"));
@@ -68,7 +61,7 @@ fn grub_reboot_resets_the_machine() {
 
 #[test]
 fn disk_boots_first_with_boot_order_disk() {
-    let dir = tmpdir("bootorder");
+    let dir = vireo_tests::work_dir("bootorder");
     let disk = dir.join("disk.img");
     std::fs::copy(guest("grub", "disk-boot.img"), &disk).expect("copy disk");
     let mut s = cd_spec(guest("grub", "basic.iso"));
@@ -127,7 +120,7 @@ fn mtype_grubenv(raw: &Path) -> String {
 }
 
 fn env_round_trip(format: DiskFormat, interface: DiskInterface) {
-    let dir = tmpdir(&format!("env-{format:?}-{interface:?}"));
+    let dir = vireo_tests::work_dir(&format!("env-{format:?}-{interface:?}"));
     let raw = dir.join("env.img");
     std::fs::copy(guest("grub", "env-disk.img"), &raw).expect("copy disk");
     assert!(!mtype_grubenv(&raw).contains("vireo_value=42"));
@@ -205,7 +198,7 @@ fn grub_save_env_writes_a_qcow2_virtio_disk() {
 
 #[test]
 fn seabios_boots_grub_from_a_virtio_disk() {
-    let dir = tmpdir("virtio-boot");
+    let dir = vireo_tests::work_dir("virtio-boot");
     let disk = dir.join("disk.img");
     std::fs::copy(guest("grub", "disk-boot.img"), &disk).expect("copy disk");
     let dir_log = dir.join("seabios.log");

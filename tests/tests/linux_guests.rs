@@ -62,7 +62,7 @@ fn linux_iso_boots_through_seabios_from_the_cdrom() {
     let mut s = VmSpec::firmware();
     s.memory_mib = 512;
     s.cdrom = Some(guest("linux", "linux.iso"));
-    let dir = tempfile_dir("linux-iso");
+    let dir = vireo_tests::work_dir("linux-iso");
     let disk = dir.join("disk.img");
     std::fs::File::create(&disk)
         .unwrap()
@@ -97,13 +97,6 @@ fn linux_iso_boots_through_seabios_from_the_cdrom() {
     let image = std::fs::read(&disk).unwrap();
     let want = b"VIREO-DISK-PATTERN-7f3a";
     assert_eq!(&image[2048 * 512..2048 * 512 + want.len()], want);
-}
-
-fn tempfile_dir(name: &str) -> std::path::PathBuf {
-    let d = vireo_tests::guest_dir().join("work").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("work dir");
-    d
 }
 
 fn md5_hex(data: &[u8]) -> String {
@@ -160,7 +153,7 @@ fn linux_bochs_drm_switches_to_a_graphical_console() {
         fb.width,
         fb.height
     );
-    let dir = tempfile_dir("bochs");
+    let dir = vireo_tests::work_dir("bochs");
     fb.save_png(&dir.join("bochs-console.png"))
         .expect("screenshot");
     vm.serial_input(b"poweroff -f\n");

@@ -256,7 +256,11 @@ impl VramMapper for KvmVram {
         }
         if let Some(addr) = guest_addr {
             // A guest-programmed BAR outside the PCI hole is refused.
-            if addr < PCI_HOLE_START || addr + VRAM_SIZE as u64 > PCI_MMIO_END {
+            let in_window = addr >= PCI_HOLE_START
+                && addr
+                    .checked_add(VRAM_SIZE as u64)
+                    .is_some_and(|end| end <= PCI_MMIO_END);
+            if !in_window {
                 log::warn!(
                     "VGA framebuffer BAR at {addr:#x} is outside the PCI window; not mapped"
                 );

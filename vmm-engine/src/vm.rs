@@ -554,7 +554,9 @@ fn supervise(shared: Arc<Shared>, first: Machine) {
 
 /// One boot of a VM.
 pub struct Machine {
-    vm_fd: Arc<VmFd>,
+    /// Keeps the KVM VM (and so its memory slots) alive as long as the
+    /// machine, whatever devices still hold clones.
+    _vm_fd: Arc<VmFd>,
     mem: GuestMem,
     io_bus: Bus,
     mmio_bus: Bus,
@@ -673,7 +675,7 @@ impl Machine {
         }
 
         Ok(Machine {
-            vm_fd,
+            _vm_fd: vm_fd,
             mem,
             io_bus,
             mmio_bus,
@@ -835,7 +837,6 @@ impl Machine {
             let _ = t.join();
         }
         self.platform.teardown(&self.io_bus);
-        let _ = &self.vm_fd;
     }
 }
 
