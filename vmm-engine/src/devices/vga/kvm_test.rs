@@ -276,7 +276,7 @@ fn vga_bios_drives_the_device_under_kvm() {
                         let on = bits & (0x80 >> x) != 0;
                         lit += on as u32;
                         let want = if on {
-                            [0xaa, 0xaa, 0xaa, 0xff]
+                            [0xa8, 0xa8, 0xa8, 0xff]
                         } else {
                             [0, 0, 0, 0xff]
                         };
@@ -300,7 +300,7 @@ fn vga_bios_drives_the_device_under_kvm() {
                 let fb = display.snapshot();
                 dump(&fb, "mode12");
                 assert_eq!((fb.width, fb.height), (640, 480));
-                assert_eq!(fb.pixel(100, 50), Some([0xff, 0xff, 0x55, 0xff]));
+                assert_eq!(fb.pixel(100, 50), Some([0xff, 0xff, 0x57, 0xff]));
                 assert_eq!(fb.pixel(101, 50), Some([0, 0, 0, 0xff]));
                 assert_eq!(fb.pixel(100, 51), Some([0, 0, 0, 0xff]));
             }

@@ -359,8 +359,10 @@ impl VgaRegs {
             if self.dac_8bit {
                 v
             } else {
+                // QEMU's widening (`c6_to_8`): the low bit fills the two
+                // new ones, so screenshots match QEMU's pixel for pixel.
                 let v = v & 0x3f;
-                (v << 2) | (v >> 4)
+                (v << 2) | ((v & 1) * 3)
             }
         };
         [
@@ -498,8 +500,8 @@ mod tests {
         assert_eq!(r.read_port(0x3c7), 3);
         let got: Vec<u8> = (0..6).map(|_| r.read_port(0x3c9)).collect();
         assert_eq!(got, vec![0x3f, 0x01, 0x02, 0x10, 0x20, 0x30]);
-        assert_eq!(r.dac_rgba(0), [0x41, 0x82, 0xc3, 0xff]);
-        assert_eq!(r.dac_rgba(255), [0xff, 0x04, 0x08, 0xff]);
+        assert_eq!(r.dac_rgba(0), [0x40, 0x80, 0xc0, 0xff]);
+        assert_eq!(r.dac_rgba(255), [0xff, 0x07, 0x08, 0xff]);
         r.write_port(0x3c6, 0x00);
         assert_eq!(r.read_port(0x3c6), 0);
     }

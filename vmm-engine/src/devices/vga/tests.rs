@@ -197,7 +197,7 @@ fn font(ch: u8, line: u8) -> u8 {
 }
 
 const WHITE: [u8; 4] = [0xff, 0xff, 0xff, 0xff];
-const BLUE: [u8; 4] = [0x00, 0x00, 0xaa, 0xff];
+const BLUE: [u8; 4] = [0x00, 0x00, 0xa8, 0xff];
 
 #[test]
 fn pci_identity_bars_and_rom() {
@@ -325,7 +325,7 @@ fn cursor_blinks_and_idle_generation_is_stable() {
     let g = d.generation();
     let on = d.snapshot();
     // Cursor lines 13-14 of cell 0 drawn in the foreground (light grey).
-    assert_eq!(on.pixel(3, 13), Some([0xaa, 0xaa, 0xaa, 0xff]));
+    assert_eq!(on.pixel(3, 13), Some([0xa8, 0xa8, 0xa8, 0xff]));
     assert_eq!(on.pixel(3, 12), Some([0, 0, 0, 0xff]));
     // Idle: same phase, no writes.
     assert!(!r.h.render_at(10));
@@ -353,7 +353,7 @@ fn cursor_blinks_and_idle_generation_is_stable() {
     assert_eq!(d.snapshot().pixel(3, 13), Some([0, 0, 0, 0xff]));
     assert_eq!(
         d.snapshot().pixel(3, 16 + 13),
-        Some([0xaa, 0xaa, 0xaa, 0xff])
+        Some([0xa8, 0xa8, 0xa8, 0xff])
     );
 }
 
@@ -366,7 +366,7 @@ fn blinking_attribute() {
     r.memw(0xb8000, b'X');
     r.memw(0xb8001, 0x9e); // blink, bg 1 (blue), fg yellow
     r.h.render_at(0);
-    let yellow = [0xff, 0xff, 0x55, 0xff];
+    let yellow = [0xff, 0xff, 0x57, 0xff];
     assert_eq!(r.h.display().snapshot().pixel(0, 0), Some(yellow));
     assert!(r.h.render_at(600));
     assert_eq!(r.h.display().snapshot().pixel(0, 0), Some(BLUE));
@@ -379,7 +379,7 @@ fn blinking_attribute() {
     // Column 8 of a non-line-graphics char is background: bright blue.
     assert_eq!(
         r.h.display().snapshot().pixel(8, 0),
-        Some([0x55, 0x55, 0xff, 0xff])
+        Some([0x57, 0x57, 0xff, 0xff])
     );
 }
 
@@ -395,7 +395,7 @@ fn ninth_column_line_graphics() {
     }
     r.h.render_at(0);
     let fb = r.h.display().snapshot();
-    let grey = [0xaa, 0xaa, 0xaa, 0xff];
+    let grey = [0xa8, 0xa8, 0xa8, 0xff];
     let black = [0, 0, 0, 0xff];
     // Dot 7 lit everywhere; dot 8 copies it only for C0h-DFh.
     for cell in 0..4u32 {
@@ -446,7 +446,7 @@ fn text_split_screen_and_scrolled_start() {
     r.crtc(0x0f, 0);
     r.h.render_at(0);
     let fb = r.h.display().snapshot();
-    assert_eq!(fb.pixel(0, 5 * 16), Some([0xaa, 0xaa, 0xaa, 0xff]));
+    assert_eq!(fb.pixel(0, 5 * 16), Some([0xa8, 0xa8, 0xa8, 0xff]));
     assert_eq!(fb.pixel(0, 0), Some([0, 0, 0, 0xff]));
 }
 
@@ -500,7 +500,7 @@ fn mode13h_chain4_pixels() {
     assert!(r.h.render_at(0));
     let fb = r.h.display().snapshot();
     assert_eq!((fb.width, fb.height), (320, 200));
-    assert_eq!(fb.pixel(123, 45), Some([0xff, 0x82, 0x00, 0xff]));
+    assert_eq!(fb.pixel(123, 45), Some([0xff, 0x80, 0x00, 0xff]));
     assert_eq!(fb.pixel(124, 45), Some([0, 0, 0, 0xff]));
     assert_eq!(fb.pixel(319, 199), Some([0xff, 0xff, 0xff, 0xff]));
     // Changing a DAC entry changes the picture.
@@ -543,11 +543,11 @@ fn mode12h_planar_write_mode_2_and_map_mask() {
     r.h.render_at(0);
     let fb = r.h.display().snapshot();
     assert_eq!((fb.width, fb.height), (640, 480));
-    assert_eq!(fb.pixel(0, 0), Some([0xff, 0x55, 0x55, 0xff])); // light red
-    assert_eq!(fb.pixel(1, 0), Some([0xff, 0xff, 0x55, 0xff])); // yellow
+    assert_eq!(fb.pixel(0, 0), Some([0xff, 0x57, 0x57, 0xff])); // light red
+    assert_eq!(fb.pixel(1, 0), Some([0xff, 0xff, 0x57, 0xff])); // yellow
     assert_eq!(fb.pixel(2, 0), Some([0, 0, 0, 0xff]));
     assert_eq!(fb.pixel(639, 479), Some(WHITE));
-    assert_eq!(fb.pixel(100, 200), Some([0x55, 0x55, 0xff, 0xff]));
+    assert_eq!(fb.pixel(100, 200), Some([0x57, 0x57, 0xff, 0xff]));
     assert_eq!(fb.pixel(101, 200), Some(BLUE));
     // Plane enable in the attribute controller masks planes out.
     r.inb(0x3da);
@@ -556,7 +556,7 @@ fn mode12h_planar_write_mode_2_and_map_mask() {
     r.h.render_at(0);
     assert_eq!(
         r.h.display().snapshot().pixel(639, 479),
-        Some([0, 0xaa, 0xaa, 0xff])
+        Some([0, 0xa8, 0xa8, 0xff])
     );
 }
 
@@ -740,7 +740,7 @@ fn vbe_depths_and_banked_window() {
         (16u16, vec![0x1f, 0xf8], [0xff, 0x00, 0xff, 0xff]),
         (15, vec![0xe0, 0x03], [0x00, 0xff, 0x00, 0xff]),
         (24, vec![0x01, 0x02, 0x03], [0x03, 0x02, 0x01, 0xff]),
-        (8, vec![7], [0xaa, 0xaa, 0xaa, 0xff]),
+        (8, vec![7], [0xa8, 0xa8, 0xa8, 0xff]),
     ] {
         r.vbe(4, 0);
         r.vbe(1, 640);
@@ -861,7 +861,7 @@ fn blank_when_palette_source_off() {
 fn ega(i: u8) -> [u8; 4] {
     let c = |lo: u8, hi: u8| {
         let v = ((i >> lo) & 1) * 0x2a + ((i >> hi) & 1) * 0x15;
-        (v << 2) | (v >> 4)
+        (v << 2) | ((v & 1) * 3)
     };
     [c(2, 5), c(1, 4), c(0, 3), 0xff]
 }
@@ -948,7 +948,7 @@ fn vbe_8bpp_with_8bit_dac() {
     r.h.render_at(0);
     assert_eq!(
         r.h.display().snapshot().pixel(2, 3),
-        Some([0xff, 0x82, 0x04, 0xff])
+        Some([0xff, 0x80, 0x07, 0xff])
     );
 }
 
