@@ -19,6 +19,8 @@ use vmm_engine::DiskFormat;
 pub enum RunState {
     /// Defined, not running.
     Off,
+    /// Asked to start: the engine is building the VM on a worker thread.
+    Starting,
     Running,
     Paused,
     /// Stopped after an error.
@@ -29,14 +31,24 @@ impl RunState {
     pub fn label(self) -> &'static str {
         match self {
             RunState::Off => "Shut off",
+            RunState::Starting => "Starting",
             RunState::Running => "Running",
             RunState::Paused => "Paused",
             RunState::Crashed => "Crashed",
         }
     }
 
-    /// Running or paused: the VM exists in the engine.
+    /// Starting, running or paused: the VM exists in the engine (or is
+    /// about to), so it can't be started again, edited or deleted.
     pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            RunState::Starting | RunState::Running | RunState::Paused
+        )
+    }
+
+    /// Running or paused: pause, resume and the Shut Down menu apply.
+    pub fn is_controllable(self) -> bool {
         matches!(self, RunState::Running | RunState::Paused)
     }
 }
@@ -169,6 +181,16 @@ pub fn probe_disk_file(path: &Path) -> Result<DiskFormat> {
     Ok(DiskFormat::Raw)
 }
 
+/// What a start worker hands back: the started VM with its event receiver
+/// (taken before `start`, so no event is missed), or why it failed.
+type StartResult = std::result::Result<
+    (
+        vmm_engine::Vm,
+        crossbeam_channel::Receiver<vmm_engine::VmEvent>,
+    ),
+    String,
+>;
+
 /// One VM the engine runs for us.
 struct EngineVm {
     vm: vmm_engine::Vm,
@@ -178,12 +200,15 @@ struct EngineVm {
 
 /// The local, in-process engine. VM definitions are kept in a [`Library`];
 /// running VMs are `vmm_engine::Vm` handles whose events are drained (never
-/// waited on) in [`Connection::poll_events`].
+/// waited on) in [`Connection::poll_events`]. [`Connection::start`] returns
+/// at once: `Vm::create` (opening /dev/kvm, mapping guest RAM, loading the
+/// firmware, opening and locking the disk images) and `Vm::start` run on a
+/// worker thread, which hands the VM back through a channel.
 pub struct EngineConnection {
     library: Library,
     vms: HashMap<String, EngineVm>,
-    /// Start failures, reported as events like the rest.
-    pending: Vec<ConnEvent>,
+    /// VMs being built by a start worker.
+    starting: HashMap<String, crossbeam_channel::Receiver<StartResult>>,
     waker: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
@@ -192,7 +217,7 @@ impl EngineConnection {
         EngineConnection {
             library,
             vms: HashMap::new(),
-            pending: Vec::new(),
+            starting: HashMap::new(),
             waker: None,
         }
     }
@@ -370,41 +395,39 @@ impl Connection for EngineConnection {
 
     fn start(&mut self, def: &VmDefinition) -> Result<()> {
         let name = def.name().to_string();
-        if self.state(&name).is_active() {
-            bail!("{name} is already running");
+        match self.state(&name) {
+            RunState::Starting => bail!("{name} is already starting"),
+            s if s.is_active() => bail!("{name} is already running"),
+            _ => {}
         }
         // A stopped VM's handle is dropped (its threads have ended).
         self.vms.remove(&name);
-        let vm = match vmm_engine::Vm::create(def.spec.clone()) {
-            Ok(vm) => vm,
-            Err(e) => {
-                self.pending.push(ConnEvent::Error {
-                    vm: name,
-                    message: e.to_string(),
-                });
-                bail!("{e}");
-            }
-        };
-        if let Some(w) = &self.waker {
-            let w = w.clone();
-            vm.set_waker(Box::new(move || w()));
-        }
-        let events = vm.events();
-        if let Err(e) = vm.start() {
-            self.pending.push(ConnEvent::Error {
-                vm: name,
-                message: e.to_string(),
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let spec = def.spec.clone();
+        let waker = self.waker.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("vireo-start-{name}"))
+            .spawn(move || {
+                let result = (|| {
+                    let vm = vmm_engine::Vm::create(spec).map_err(|e| e.to_string())?;
+                    if let Some(w) = &waker {
+                        let w = w.clone();
+                        vm.set_waker(Box::new(move || w()));
+                    }
+                    let events = vm.events();
+                    vm.start().map_err(|e| e.to_string())?;
+                    Ok((vm, events))
+                })();
+                // If the app has gone away, the VM is dropped (powered off).
+                let _ = tx.send(result);
+                if let Some(w) = &waker {
+                    w();
+                }
             });
-            bail!("{e}");
+        if let Err(e) = worker {
+            bail!("can't start a thread for {name}: {e}");
         }
-        self.vms.insert(
-            name,
-            EngineVm {
-                vm,
-                events,
-                crashed: false,
-            },
-        );
+        self.starting.insert(name, rx);
         Ok(())
     }
 
@@ -435,6 +458,9 @@ impl Connection for EngineConnection {
         Ok(())
     }
     fn state(&self, vm: &str) -> RunState {
+        if self.starting.contains_key(vm) {
+            return RunState::Starting;
+        }
         match self.vms.get(vm) {
             None => RunState::Off,
             Some(e) => match e.vm.state() {
@@ -477,7 +503,34 @@ impl Connection for EngineConnection {
         self.running(vm).ok()?.cpu_time()
     }
     fn poll_events(&mut self) -> Vec<ConnEvent> {
-        let mut out = std::mem::take(&mut self.pending);
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        for (name, rx) in &self.starting {
+            match rx.try_recv() {
+                Ok(r) => done.push((name.clone(), r)),
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+                Err(crossbeam_channel::TryRecvError::Disconnected) => done.push((
+                    name.clone(),
+                    Err("the start worker ended without an answer".into()),
+                )),
+            }
+        }
+        for (name, r) in done {
+            self.starting.remove(&name);
+            match r {
+                Ok((vm, events)) => {
+                    self.vms.insert(
+                        name,
+                        EngineVm {
+                            vm,
+                            events,
+                            crashed: false,
+                        },
+                    );
+                }
+                Err(message) => out.push(ConnEvent::Error { vm: name, message }),
+            }
+        }
         for (name, e) in &mut self.vms {
             while let Ok(ev) = e.events.try_recv() {
                 if let Some(c) = map_event(name, ev, &mut e.crashed) {
@@ -689,10 +742,20 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let mut c = EngineConnection::new(Library::new(t.path()));
         let def = VmDefinition::new(vmm_engine::VmSpec::linux("/nonexistent/bzImage"));
-        assert!(c.start(&def).is_err());
-        let ev = c.poll_events();
+        c.start(&def).unwrap();
+        // The worker runs `Vm::create`; until it answers the VM is starting.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let ev = loop {
+            let ev = c.poll_events();
+            if !ev.is_empty() || std::time::Instant::now() > deadline {
+                break ev;
+            }
+            assert_eq!(c.state("vm"), RunState::Starting);
+            assert!(c.start(&def).is_err(), "a starting VM can't start twice");
+            std::thread::sleep(Duration::from_millis(5));
+        };
         assert!(
-            matches!(&ev[..], [ConnEvent::Error { vm, message }] if vm == "vm" && !message.is_empty())
+            matches!(&ev[..], [ConnEvent::Error { vm, message }] if vm == "vm" && message.contains("bzImage"))
         );
         assert_eq!(c.state("vm"), RunState::Off);
         assert!(c.poll_events().is_empty());

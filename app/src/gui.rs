@@ -120,6 +120,8 @@ impl App {
         };
         let rt = self.model.runtime_mut(vm);
         rt.error = None;
+        // Returns at once: the engine builds and boots the VM on its own
+        // threads, and how that went arrives as events (`Model::poll`).
         match self.model.conn.start(&def) {
             Ok(()) => self.model.runtime_mut(vm).state = self.model.conn.state(vm),
             Err(e) => {

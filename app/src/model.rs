@@ -238,8 +238,12 @@ impl Model {
                 ConnEvent::Serial { vm, bytes } => self.runtime_mut(&vm).terminal.feed(&bytes),
                 ConnEvent::Error { vm, message } => {
                     let rt = self.runtime_mut(&vm);
+                    let was_starting = rt.state == RunState::Starting;
                     rt.error = Some(message.clone());
                     rt.state = RunState::Crashed;
+                    if was_starting {
+                        self.notice = Some(format!("{vm} could not start: {message}"));
+                    }
                 }
             }
         }

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use egui_kittest::kittest::Queryable as _;
 use std::path::PathBuf;
+use std::time::Duration;
 use vireo::connection::{EngineConnection, MemoryConnection, RunState};
 use vireo::gui::App;
 use vireo::library::{Library, Paths, VmDefinition};
@@ -205,10 +206,74 @@ fn a_vm_that_fails_to_start_shows_its_error() {
     let mut h = harness(app, [1000.0, 700.0]);
     click(&mut h, "broken-kernel");
     click(&mut h, "Run");
-    h.run();
+    step_until(&mut h, "the start to fail", Duration::from_secs(30), |h| {
+        h.state().model.state("broken-kernel") != RunState::Starting
+    });
     assert_eq!(h.state().model.state("broken-kernel"), RunState::Crashed);
+    settle(&mut h);
     assert!(shows(&h, "broken-kernel could not start"));
+    assert!(
+        shows(&h, "/nonexistent/bzImage"),
+        "the message names the file"
+    );
     assert!(shows(&h, "Crashed: "), "the row shows the error");
+}
+
+/// Starting a VM never blocks the UI. The VM's CD-ROM is a named pipe, so
+/// the engine's `open` of it blocks (as a hung NFS mount would) until the
+/// test writes to the pipe. Meanwhile the window keeps drawing frames, shows
+/// the VM as "Starting" and reacts to clicks; then the failure arrives.
+#[test]
+fn the_ui_keeps_running_while_a_vm_is_starting() {
+    let t = tempfile::tempdir().unwrap();
+    let p = paths(t.path());
+    let fifo = t.path().join("slow.iso");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfifo failed");
+    let lib = Library::new(p.vms_dir());
+    let mut d = def("slow", None);
+    d.spec.cdrom = Some(fifo.clone());
+    lib.save(&d).unwrap();
+    lib.save(&def("other", None)).unwrap();
+    let app = App::with_connection(Box::new(EngineConnection::new(lib)), host(), p);
+    let mut h = harness(app, [1000.0, 700.0]);
+    // Should the UI thread itself block in the open, this unblocks it after
+    // a minute, so the test fails on the next assertion instead of hanging.
+    let f = fifo.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        let _ = std::fs::OpenOptions::new().write(true).open(f);
+    });
+    click(&mut h, "slow");
+    click(&mut h, "Run");
+    assert_eq!(h.state().model.state("slow"), RunState::Starting);
+    assert!(shows(&h, "Starting"), "the list shows the VM starting");
+    // The engine is stuck opening the pipe; the UI is not.
+    for _ in 0..20 {
+        h.run_steps(1);
+    }
+    click(&mut h, "other");
+    assert_eq!(h.state().model.selected.as_deref(), Some("other"));
+    assert_eq!(h.state().model.state("slow"), RunState::Starting);
+    // Run is greyed out for a starting VM.
+    click(&mut h, "slow");
+    click(&mut h, "Run");
+    assert_eq!(h.state().model.state("slow"), RunState::Starting);
+    assert!(!shows(&h, "already"), "a second start was not even tried");
+
+    // Unblock the open: the pipe is no ISO, and that error reaches the UI.
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let _ = std::io::Write::write_all(&mut w, b"not an iso");
+    drop(w);
+    step_until(&mut h, "the start to fail", Duration::from_secs(30), |h| {
+        h.state().model.state("slow") == RunState::Crashed
+    });
+    settle(&mut h);
+    assert!(shows(&h, "slow could not start"));
+    assert!(shows(&h, "not an ISO 9660 image"));
 }
 
 #[test]

@@ -118,7 +118,7 @@ pub fn show(ui: &mut egui::Ui, model: &Model) -> Vec<Action> {
                 };
                 if ui
                     .add_enabled(
-                        st.is_active(),
+                        st.is_controllable(),
                         egui::Button::new(l).shortcut_text(fmt(&ui::SC_PAUSE)),
                     )
                     .clicked()
@@ -174,7 +174,7 @@ pub fn show(ui: &mut egui::Ui, model: &Model) -> Vec<Action> {
                 ("Pause", Action::Pause(vm.clone()))
             };
             if ui
-                .add_enabled(sel_is_vm && st.is_active(), big(l))
+                .add_enabled(sel_is_vm && st.is_controllable(), big(l))
                 .on_hover_text(format!("{l} the VM ({})", fmt(&ui::SC_PAUSE)))
                 .clicked()
             {

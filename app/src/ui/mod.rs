@@ -33,7 +33,7 @@ pub const SC_QUIT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, 
 /// The Shut Down menu: Shut Down (ACPI), Reboot, Force Reset, Force Off.
 pub fn shutdown_menu(ui: &mut egui::Ui, vm: &str, state: RunState) -> Option<Action> {
     let mut action = None;
-    ui.add_enabled_ui(state.is_active(), |ui| {
+    ui.add_enabled_ui(state.is_controllable(), |ui| {
         ui.menu_button("Shut Down", |ui| {
             let ctx = ui.ctx().clone();
             let item = |ui: &mut egui::Ui, label: &str, sc: &KeyboardShortcut| {
@@ -61,6 +61,7 @@ pub fn shutdown_menu(ui: &mut egui::Ui, vm: &str, state: RunState) -> Option<Act
 pub fn state_color(state: RunState) -> egui::Color32 {
     match state {
         RunState::Off => egui::Color32::from_gray(0x90),
+        RunState::Starting => egui::Color32::from_rgb(0x40, 0x90, 0xd0),
         RunState::Running => egui::Color32::from_rgb(0x3c, 0xb0, 0x4c),
         RunState::Paused => egui::Color32::from_rgb(0xe0, 0xa0, 0x20),
         RunState::Crashed => egui::Color32::from_rgb(0xd0, 0x30, 0x30),

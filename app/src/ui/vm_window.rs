@@ -61,7 +61,7 @@ impl VmWindow {
                         ("Pause", Action::Pause(self.vm.clone()))
                     };
                     if ui
-                        .add_enabled(state.is_active(), egui::Button::new(label))
+                        .add_enabled(state.is_controllable(), egui::Button::new(label))
                         .clicked()
                     {
                         actions.push(act);

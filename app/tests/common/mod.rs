@@ -71,5 +71,24 @@ pub fn settle(h: &mut Harness<'_, App>) {
 
 /// True when some node's label contains `text`.
 pub fn shows(h: &Harness<'_, App>, text: &str) -> bool {
-    h.query_by_label_contains(text).is_some()
+    h.query_all_by_label_contains(text).next().is_some()
+}
+
+/// Draws frames (a few milliseconds apart) until `done` holds; panics with
+/// `what` after `timeout`. For things that happen on engine threads.
+pub fn step_until(
+    h: &mut Harness<'_, App>,
+    what: &str,
+    timeout: std::time::Duration,
+    done: impl Fn(&Harness<'_, App>) -> bool,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done(h) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        h.run_steps(1);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
