@@ -1,22 +1,45 @@
 //! A real window: `vireo` under Xvfb (Mesa's software renderer), a
-//! screenshot of the root window, and a clean exit on Ctrl+Q. Needs the
-//! Debian packages xvfb, imagemagick and xdotool (.ci/install-deps.sh).
+//! screenshot of the root window, and a clean exit on Ctrl+Q. A VM's window
+//! is its own X window. Needs the Debian packages xvfb, imagemagick and
+//! xdotool (.ci/install-deps.sh).
 
 use std::path::PathBuf;
 use std::process::Command;
+use vireo::library::{Library, Paths, VmDefinition};
 
 #[test]
-fn vireo_opens_a_window_under_xvfb_and_exits_cleanly() {
+fn vireo_opens_its_windows_under_xvfb_and_exits_cleanly() {
     let t = tempfile::tempdir().unwrap();
     let shot = t.path().join("shot.png");
     let run = t.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
+    // One VM in the library (it is never started).
+    let paths = Paths {
+        config: t.path().join("config/vireo"),
+        data: t.path().join("data/vireo"),
+    };
+    let mut spec = vmm_engine::VmSpec::firmware();
+    spec.name = "demo".into();
+    spec.memory_mib = 256;
+    Library::new(paths.vms_dir())
+        .save(&VmDefinition::new(spec))
+        .unwrap();
+    // Select the VM by clicking its row, open its window with Enter, and
+    // look for that window among the X windows.
     let script = r#"
         "$VIREO" > "$LOG" 2>&1 &
         pid=$!
         sleep 8
         import -window root "$SHOT"
-        xdotool search --sync --name '^Vireo$' windowfocus --sync key --clearmodifiers ctrl+q
+        main=$(xdotool search --sync --name '^Vireo$' | head -1)
+        xdotool windowfocus --sync "$main"
+        xdotool mousemove --window "$main" 60 122 click 1
+        sleep 1
+        xdotool key --clearmodifiers Return
+        sleep 4
+        vmwin=$(xdotool search --name '^demo - Virtual Machine$' | head -1)
+        echo "vm-window=${vmwin:-none}"
+        xdotool windowfocus --sync "$main" key --clearmodifiers ctrl+q
         wait $pid
         echo "vireo-exit=$?"
     "#;
@@ -45,6 +68,14 @@ fn vireo_opens_a_window_under_xvfb_and_exits_cleanly() {
         stdout.contains("vireo-exit=0"),
         "vireo did not exit cleanly: {stdout}\n{}\nlog:\n{log}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let vm_window = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("vm-window="))
+        .unwrap_or("none");
+    assert!(
+        vm_window.parse::<u64>().is_ok(),
+        "no X window titled \"demo - Virtual Machine\" after selecting the VM and pressing Enter ({vm_window}): {stdout}\nlog:\n{log}"
     );
     let img = image::open(&shot).expect("the screenshot").to_rgba8();
     assert_eq!((img.width(), img.height()), (1280, 800));

@@ -37,94 +37,115 @@ impl VmWindow {
         format!("{} - Virtual Machine", self.vm)
     }
 
+    /// Draws the window: its own OS window (an egui immediate viewport)
+    /// where the backend has them, as eframe does on X11 and Wayland;
+    /// otherwise (egui_kittest, or a backend with one window) an egui
+    /// window inside the main one.
     pub fn show(&mut self, ctx: &egui::Context, model: &mut Model) -> Vec<Action> {
         let mut actions = Vec::new();
         let mut open = true;
-        let frame: Option<Frame> = model.conn.console(&self.vm);
-        let state = model.state(&self.vm);
-        egui::Window::new(self.title())
-            .id(egui::Id::unique(("vm-window", &self.vm)))
-            .open(&mut open)
-            .default_size([760.0, 520.0])
-            .min_size([420.0, 300.0])
-            .show(ctx, |ui| {
-                ui.horizontal(|ui| {
-                    if ui
-                        .add_enabled(!state.is_active(), egui::Button::new("Run"))
-                        .clicked()
-                    {
-                        actions.push(Action::Run(self.vm.clone()));
-                    }
-                    let (label, act) = if state == RunState::Paused {
-                        ("Resume", Action::Resume(self.vm.clone()))
-                    } else {
-                        ("Pause", Action::Pause(self.vm.clone()))
-                    };
-                    if ui
-                        .add_enabled(state.is_controllable(), egui::Button::new(label))
-                        .clicked()
-                    {
-                        actions.push(act);
-                    }
-                    if let Some(a) = shutdown_menu(ui, &self.vm, state) {
-                        actions.push(a);
-                    }
-                    ui.add_enabled_ui(state == RunState::Running, |ui| {
-                        ui.menu_button("Send Key", |ui| {
-                            for (label, keys) in send_key_combos() {
-                                if ui.button(label).clicked() {
-                                    actions.push(Action::SendKeys(self.vm.clone(), keys));
-                                }
-                            }
-                        });
-                    });
-                    if ui
-                        .add_enabled(frame.is_some(), egui::Button::new("Take Screenshot"))
-                        .clicked()
-                    {
-                        actions.push(Action::Screenshot(self.vm.clone()));
-                    }
-                });
-                ui.horizontal(|ui| {
-                    ui.selectable_value(&mut self.tab, Tab::Console, "Console");
-                    ui.selectable_value(&mut self.tab, Tab::Serial, "Serial");
-                    ui.selectable_value(&mut self.tab, Tab::Details, "Details");
-                });
-                ui.separator();
-                egui::Panel::bottom(("vm-status", &self.vm)).show(ui, |ui| {
-                    ui.horizontal(|ui| {
-                        ui.label(format!("Status: {}", state.label()));
-                        if let Some(e) = model.runtime.get(&self.vm).and_then(|r| r.error.as_ref())
-                        {
-                            ui.colored_label(crate::ui::wizard::ERROR_COLOR, e);
-                        } else if self.console.captured && self.tab == Tab::Console {
-                            ui.label("Press Ctrl+Alt to release the keyboard.");
-                        }
-                    });
-                });
-                egui::CentralPanel::default().show(ui, |ui| match self.tab {
-                    Tab::Console => {
-                        actions.extend(self.console.show(ui, &self.vm, frame.as_ref()));
-                    }
-                    Tab::Serial => {
-                        let term = &mut model.runtime_mut(&self.vm).terminal;
-                        if let Some(a) = serial::show(ui, &self.vm, term) {
-                            actions.push(a);
-                        }
-                    }
-                    Tab::Details => {
-                        if let Some(def) = model.definition(&self.vm).cloned() {
-                            let editable = !state.is_active();
-                            if let Some(a) = self.details.show(ui, &def, &model.host, editable) {
-                                actions.push(a);
-                            }
-                        }
-                    }
-                });
+        if ctx.embed_viewports() {
+            egui::Window::new(self.title())
+                .id(egui::Id::unique(("vm-window", &self.vm)))
+                .open(&mut open)
+                .default_size([760.0, 520.0])
+                .min_size([420.0, 300.0])
+                .show(ctx, |ui| self.contents(ui, model, &mut actions));
+        } else {
+            let id = egui::ViewportId::from_hash_of(("vm-window", &self.vm));
+            let builder = egui::ViewportBuilder::default()
+                .with_title(self.title())
+                .with_app_id("vireo")
+                .with_inner_size([800.0, 560.0])
+                .with_min_inner_size([420.0, 300.0]);
+            ctx.show_viewport_immediate(id, builder, |ui, _class| {
+                if ui.input(|i| i.viewport().close_requested()) {
+                    open = false;
+                }
+                egui::CentralPanel::default().show(ui, |ui| self.contents(ui, model, &mut actions));
             });
+        }
         if !open {
             actions.push(Action::CloseWindow(self.vm.clone()));
         }
         actions
+    }
+
+    /// The window's toolbar, view tabs, status line and current view.
+    fn contents(&mut self, ui: &mut egui::Ui, model: &mut Model, actions: &mut Vec<Action>) {
+        let frame: Option<Frame> = model.conn.console(&self.vm);
+        let state = model.state(&self.vm);
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(!state.is_active(), egui::Button::new("Run"))
+                .clicked()
+            {
+                actions.push(Action::Run(self.vm.clone()));
+            }
+            let (label, act) = if state == RunState::Paused {
+                ("Resume", Action::Resume(self.vm.clone()))
+            } else {
+                ("Pause", Action::Pause(self.vm.clone()))
+            };
+            if ui
+                .add_enabled(state.is_controllable(), egui::Button::new(label))
+                .clicked()
+            {
+                actions.push(act);
+            }
+            if let Some(a) = shutdown_menu(ui, &self.vm, state) {
+                actions.push(a);
+            }
+            ui.add_enabled_ui(state == RunState::Running, |ui| {
+                ui.menu_button("Send Key", |ui| {
+                    for (label, keys) in send_key_combos() {
+                        if ui.button(label).clicked() {
+                            actions.push(Action::SendKeys(self.vm.clone(), keys));
+                        }
+                    }
+                });
+            });
+            if ui
+                .add_enabled(frame.is_some(), egui::Button::new("Take Screenshot"))
+                .clicked()
+            {
+                actions.push(Action::Screenshot(self.vm.clone()));
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.tab, Tab::Console, "Console");
+            ui.selectable_value(&mut self.tab, Tab::Serial, "Serial");
+            ui.selectable_value(&mut self.tab, Tab::Details, "Details");
+        });
+        ui.separator();
+        egui::Panel::bottom(("vm-status", &self.vm)).show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.label(format!("Status: {}", state.label()));
+                if let Some(e) = model.runtime.get(&self.vm).and_then(|r| r.error.as_ref()) {
+                    ui.colored_label(crate::ui::wizard::ERROR_COLOR, e);
+                } else if self.console.captured && self.tab == Tab::Console {
+                    ui.label("Press Ctrl+Alt to release the keyboard.");
+                }
+            });
+        });
+        egui::CentralPanel::default().show(ui, |ui| match self.tab {
+            Tab::Console => {
+                actions.extend(self.console.show(ui, &self.vm, frame.as_ref()));
+            }
+            Tab::Serial => {
+                let term = &mut model.runtime_mut(&self.vm).terminal;
+                if let Some(a) = serial::show(ui, &self.vm, term) {
+                    actions.push(a);
+                }
+            }
+            Tab::Details => {
+                if let Some(def) = model.definition(&self.vm).cloned() {
+                    let editable = !state.is_active();
+                    if let Some(a) = self.details.show(ui, &def, &model.host, editable) {
+                        actions.push(a);
+                    }
+                }
+            }
+        });
     }
 }
