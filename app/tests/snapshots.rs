@@ -58,6 +58,7 @@ fn main_window_with_vms_in_several_states() {
         st.add(vm("freedos", 64, 1), RunState::Off);
         st.add(vm("grub-test", 256, 1), RunState::Paused);
         st.add(vm("win-xp", 512, 1), RunState::Off);
+        st.add(vm("alpine", 256, 1), RunState::Starting);
         st.broken.push(LibraryEntry::Broken {
             path: root.join("config/vireo/vms/old.json"),
             message: "not a valid VM definition: expected value at line 1 column 1".into(),

@@ -205,7 +205,7 @@ pub fn show(ui: &mut egui::Ui, model: &Model) -> Vec<Action> {
             let running = model
                 .runtime
                 .values()
-                .filter(|r| r.state.is_active())
+                .filter(|r| r.state.is_controllable())
                 .count();
             ui.label(format!("{} VMs, {running} running", model.entries.len()));
             if let Some(n) = &model.notice {
@@ -294,6 +294,9 @@ fn row(ui: &mut egui::Ui, model: &Model, e: &LibraryEntry, width: f32, actions: 
         v.text_color()
     };
     let weak = if selected { text } else { v.weak_text_color() };
+    // The row's labels go in a child Ui over the row: placing them in `ui`
+    // would move its cursor, and rows would overlap.
+    let ui = &mut ui.new_child(egui::UiBuilder::new().max_rect(rect));
     let x0 = rect.left() + 8.0;
     match e {
         LibraryEntry::Vm(def) => {
