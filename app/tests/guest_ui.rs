@@ -1,7 +1,9 @@
-//! The desktop app with a real guest: a VM made in the wizard from the
-//! project's GRUB menu ISO boots to the GRUB menu, which shows in the serial
-//! view and on the console's framebuffer; keys typed in the VM window move
-//! the menu selection. Needs /dev/kvm; one GRUB boot (minutes on PVM hosts).
+//! The desktop app with a real guest: a VM made in the wizard from a GRUB
+//! menu ISO boots to the GRUB menu, which shows in the serial view and on the
+//! console's framebuffer; both views are compared with PNG references
+//! (tests/snapshots/guest_*.png, `UPDATE_SNAPSHOTS=1` rewrites them); keys
+//! typed in the VM window move the menu selection. Needs /dev/kvm; one GRUB
+//! boot (minutes on PVM hosts).
 
 mod common;
 
@@ -11,20 +13,46 @@ use std::time::{Duration, Instant};
 use vireo::connection::EngineConnection;
 use vireo::gui::App;
 use vireo::library::{Library, Paths};
+use vireo::ui::vm_window::{Tab, VmWindow};
 
+/// The menu waits for a key (`timeout=-1`), so the screen stays still and
+/// can be compared with a reference picture.
+const STILL_MENU_CFG: &str = r#"serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+set timeout=-1
+set default=0
+menuentry "first" {
+	echo PICKED-FIRST
+	halt
+}
+menuentry "second" {
+	echo PICKED-SECOND
+	halt
+}
+"#;
+
+/// Builds the still-menu ISO with the project's guest script.
 fn menu_iso() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::var_os("VIREO_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/guests"))
+        .join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("menu-still.cfg");
+    std::fs::write(&cfg, STILL_MENU_CFG).unwrap();
+    let iso = dir.join("menu-still.iso");
     let st = std::process::Command::new("bash")
         .arg(root.join("assets/guests/build.sh"))
-        .arg("grub")
+        .arg("grub-iso")
+        .arg(&iso)
+        .arg(&cfg)
         .stdout(std::process::Stdio::null())
         .status()
         .expect("assets/guests/build.sh");
-    assert!(st.success(), "building the GRUB guests failed");
-    std::env::var_os("VIREO_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/guests"))
-        .join("grub/menu.iso")
+    assert!(st.success(), "building the GRUB menu ISO failed");
+    iso
 }
 
 fn serial_text(h: &egui_kittest::Harness<'_, App>, vm: &str) -> String {
@@ -109,6 +137,26 @@ fn wizard_vm_reaches_the_grub_menu_and_window_keys_move_it() {
         .iter()
         .any(|w| w.vm == "menu" && w.console.uploads > 0));
 
+    // Once the screen and the serial output have been still for a while,
+    // the VM window is drawn on its own and compared with the references.
+    let mut last = (0u64, String::new());
+    let mut still = 0;
+    while still < 3 {
+        std::thread::sleep(Duration::from_secs(1));
+        settle(&mut h);
+        let now = (
+            h.state()
+                .model
+                .conn
+                .console("menu")
+                .map_or(0, |f| f.generation),
+            serial_text(&h, "menu"),
+        );
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    snapshot_vm_window(&mut h, "menu");
+
     // Keys typed into the VM window reach the guest through PS/2.
     click(&mut h, "Console screen");
     h.key_press(egui::Key::ArrowDown);
@@ -125,4 +173,42 @@ fn wizard_vm_reaches_the_grub_menu_and_window_keys_move_it() {
         picked && text.contains("PICKED-SECOND"),
         "GRUB did not take the keys:\n{text}"
     );
+}
+
+/// Takes the app out of `h`, draws only the VM window's contents (toolbar,
+/// view, status line) for the Console and the Serial view, snapshots each,
+/// and puts the app back.
+fn snapshot_vm_window(h: &mut egui_kittest::Harness<'_, App>, vm: &str) {
+    let placeholder = App::with_connection(
+        Box::new(vireo::connection::MemoryConnection::default()),
+        host(),
+        Paths {
+            config: "/nonexistent".into(),
+            data: "/nonexistent".into(),
+        },
+    );
+    let mut app = std::mem::replace(h.state_mut(), placeholder);
+    let windows = std::mem::take(&mut app.windows);
+    // A fresh window: its textures must be uploaded to the new context.
+    app.windows = vec![VmWindow::new(vm)];
+    let mut s = egui_kittest::Harness::builder()
+        .with_size([760.0, 500.0])
+        .with_render_cursor(false)
+        .build_ui_state(
+            |ui, app: &mut App| {
+                let App { model, windows, .. } = app;
+                model.poll(Instant::now());
+                windows[0].show_inside(ui, model);
+            },
+            app,
+        );
+    s.run_steps(4);
+    assert!(s.state().windows[0].console.uploads > 0, "no frame drawn");
+    s.snapshot("guest_console_grub_menu");
+    s.state_mut().windows[0].tab = Tab::Serial;
+    s.run_steps(4);
+    s.snapshot("guest_serial_grub_menu");
+    let mut app = s.into_state();
+    app.windows = windows;
+    *h.state_mut() = app;
 }

@@ -50,7 +50,7 @@ impl VmWindow {
                 .open(&mut open)
                 .default_size([760.0, 520.0])
                 .min_size([420.0, 300.0])
-                .show(ctx, |ui| self.contents(ui, model, &mut actions));
+                .show(ctx, |ui| actions.extend(self.show_inside(ui, model)));
         } else {
             let id = egui::ViewportId::from_hash_of(("vm-window", &self.vm));
             let builder = egui::ViewportBuilder::default()
@@ -62,7 +62,8 @@ impl VmWindow {
                 if ui.input(|i| i.viewport().close_requested()) {
                     open = false;
                 }
-                egui::CentralPanel::default().show(ui, |ui| self.contents(ui, model, &mut actions));
+                egui::CentralPanel::default()
+                    .show(ui, |ui| actions.extend(self.show_inside(ui, model)));
             });
         }
         if !open {
@@ -71,8 +72,10 @@ impl VmWindow {
         actions
     }
 
-    /// The window's toolbar, view tabs, status line and current view.
-    fn contents(&mut self, ui: &mut egui::Ui, model: &mut Model, actions: &mut Vec<Action>) {
+    /// The window's toolbar, view tabs, status line and current view, drawn
+    /// into `ui` (the snapshot tests draw just this).
+    pub fn show_inside(&mut self, ui: &mut egui::Ui, model: &mut Model) -> Vec<Action> {
+        let mut actions = Vec::new();
         let frame: Option<Frame> = model.conn.console(&self.vm);
         let state = model.state(&self.vm);
         ui.horizontal(|ui| {
@@ -147,5 +150,6 @@ impl VmWindow {
                 }
             }
         });
+        actions
     }
 }
