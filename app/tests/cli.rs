@@ -1,37 +1,13 @@
 //! The headless CLI (`vireo run`), driven as a user would: exit statuses,
 //! error messages for bad input, and a real guest's power-off and reset.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{guest, require_kvm};
 use std::process::{Command, Output, Stdio};
 
 fn vireo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vireo"))
-}
-
-fn guest(set: &str, name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let st = Command::new("bash")
-        .arg(root.join("assets/guests/build.sh"))
-        .arg(set)
-        .stdout(Stdio::null())
-        .status()
-        .expect("running assets/guests/build.sh");
-    assert!(st.success(), "building the {set} guests failed");
-    std::env::var_os("VIREO_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/guests"))
-        .join(set)
-        .join(name)
-}
-
-fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        panic!("this test needs /dev/kvm ({e}); run on a host with KVM");
-    }
 }
 
 fn tmp() -> tempfile::TempDir {

@@ -3,6 +3,8 @@
 //! and a tiny direct-boot guest driven through its control socket until
 //! `quit` ends `vireo run` with status 0 and removes the socket.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -12,20 +14,7 @@ fn vireo() -> Command {
 }
 
 fn tiny_guest() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    if std::env::var_os("VIREO_GUESTS_PREBUILT").is_none() {
-        let st = Command::new("bash")
-            .arg(root.join("assets/guests/build.sh"))
-            .arg("tiny")
-            .stdout(Stdio::null())
-            .status()
-            .expect("running assets/guests/build.sh");
-        assert!(st.success(), "building the tiny guests failed");
-    }
-    std::env::var_os("VIREO_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/guests"))
-        .join("tiny/bootproto.bin")
+    common::guest("tiny", "bootproto.bin")
 }
 
 fn ctl(dir: &Path, sock: &Path, args: &[&str]) -> Output {

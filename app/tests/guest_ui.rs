@@ -8,52 +8,11 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vireo::connection::EngineConnection;
 use vireo::gui::App;
 use vireo::library::{Library, Paths};
 use vireo::ui::vm_window::{Tab, VmWindow};
-
-/// The menu waits for a key (`timeout=-1`), so the screen stays still and
-/// can be compared with a reference picture.
-const STILL_MENU_CFG: &str = r#"serial --unit=0 --speed=115200
-terminal_input serial console
-terminal_output serial console
-set timeout=-1
-set default=0
-menuentry "first" {
-	echo PICKED-FIRST
-	halt
-}
-menuentry "second" {
-	echo PICKED-SECOND
-	halt
-}
-"#;
-
-/// Builds the still-menu ISO with the project's guest script.
-fn menu_iso() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = std::env::var_os("VIREO_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/guests"))
-        .join("app");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("menu-still.cfg");
-    std::fs::write(&cfg, STILL_MENU_CFG).unwrap();
-    let iso = dir.join("menu-still.iso");
-    let st = std::process::Command::new("bash")
-        .arg(root.join("assets/guests/build.sh"))
-        .arg("grub-iso")
-        .arg(&iso)
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("assets/guests/build.sh");
-    assert!(st.success(), "building the GRUB menu ISO failed");
-    iso
-}
 
 fn serial_text(h: &egui_kittest::Harness<'_, App>, vm: &str) -> String {
     h.state()
@@ -83,13 +42,7 @@ fn run_until(
 
 #[test]
 fn wizard_vm_reaches_the_grub_menu_and_window_keys_move_it() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        panic!("this test needs /dev/kvm ({e}); run on a host with KVM");
-    }
+    require_kvm();
     let t = tempfile::tempdir().unwrap();
     let p = Paths {
         config: t.path().join("config/vireo"),
@@ -98,7 +51,7 @@ fn wizard_vm_reaches_the_grub_menu_and_window_keys_move_it() {
     let conn = EngineConnection::new(Library::new(p.vms_dir()));
     let app = App::with_connection(Box::new(conn), host(), p.clone());
     let mut h = harness(app, [1100.0, 800.0]);
-    let iso = menu_iso();
+    let iso = still_menu_iso();
     click(&mut h, "New");
     set_text(&mut h, "ISO image path", iso.to_str().unwrap());
     click(&mut h, "Forward");

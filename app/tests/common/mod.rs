@@ -92,3 +92,79 @@ pub fn step_until(
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where assets/guests/build.sh puts the guests.
+pub fn guest_dir() -> PathBuf {
+    std::env::var_os("VIREO_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/guests"))
+}
+
+/// A guest from one of the project's sets (`tiny`, `grub`), built (or
+/// found up to date) by assets/guests/build.sh unless
+/// VIREO_GUESTS_PREBUILT is set.
+pub fn guest(set: &str, name: &str) -> PathBuf {
+    if std::env::var_os("VIREO_GUESTS_PREBUILT").is_none() {
+        let st = Command::new("bash")
+            .arg(repo_root().join("assets/guests/build.sh"))
+            .arg(set)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("running assets/guests/build.sh");
+        assert!(st.success(), "building the {set} guests failed");
+    }
+    guest_dir().join(set).join(name)
+}
+
+/// The GRUB menu the app's guest tests boot: two entries, drawn on COM1
+/// and the VGA, waiting for a key (`timeout=-1`) so the screen stays still
+/// and can be compared with a reference picture.
+const STILL_MENU_CFG: &str = r#"serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+set timeout=-1
+set default=0
+menuentry "first" {
+	echo PICKED-FIRST
+	halt
+}
+menuentry "second" {
+	echo PICKED-SECOND
+	halt
+}
+"#;
+
+/// Builds the still-menu ISO with `build.sh grub-iso` (cached).
+pub fn still_menu_iso() -> PathBuf {
+    let dir = guest_dir().join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("menu-still.cfg");
+    std::fs::write(&cfg, STILL_MENU_CFG).unwrap();
+    let iso = dir.join("menu-still.iso");
+    let st = Command::new("bash")
+        .arg(repo_root().join("assets/guests/build.sh"))
+        .arg("grub-iso")
+        .arg(&iso)
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running assets/guests/build.sh");
+    assert!(st.success(), "building the GRUB menu ISO failed");
+    iso
+}
+
+/// Fails loudly where there is no usable /dev/kvm.
+pub fn require_kvm() {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        panic!("this test needs /dev/kvm ({e}); run on a host with KVM");
+    }
+}
