@@ -52,16 +52,7 @@ pub fn parse_meminfo_total_kib(meminfo: &str) -> Option<u64> {
 
 /// Interfaces under `sys_class_net` that have a `bridge` folder, sorted.
 pub fn list_bridges(sys_class_net: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(sys_class_net)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().join("bridge").is_dir())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    vmm_engine::net::list_bridges_in(sys_class_net)
 }
 
 /// A new VM as the wizard built it.

@@ -14,6 +14,23 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
+/// Boots the tiny boot-protocol guest (64 MiB) with `append` as its
+/// command line and `extra` flags; returns the output.
+fn run_tiny(append: &str, extra: &[&str]) -> Output {
+    let k = guest("tiny", "bootproto.bin");
+    let mut args = vec![
+        "run",
+        "--kernel",
+        k.to_str().unwrap(),
+        "--append",
+        append,
+        "-m",
+        "64",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 /// Runs vireo with no stdin; returns its output.
 fn run(args: &[&str]) -> Output {
     vireo()
@@ -178,16 +195,7 @@ fn bad_media_and_disks_are_refused() {
 #[test]
 fn guest_power_off_exits_0_and_prints_the_serial_console() {
     require_kvm();
-    let k = guest("tiny", "bootproto.bin");
-    let o = run(&[
-        "run",
-        "--kernel",
-        k.to_str().unwrap(),
-        "--append",
-        "noecho action=poweroff",
-        "-m",
-        "64",
-    ]);
+    let o = run_tiny("noecho action=poweroff", &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
     assert!(
@@ -199,17 +207,7 @@ fn guest_power_off_exits_0_and_prints_the_serial_console() {
 #[test]
 fn reset_with_no_reboot_exits_0() {
     require_kvm();
-    let k = guest("tiny", "bootproto.bin");
-    let o = run(&[
-        "run",
-        "--kernel",
-        k.to_str().unwrap(),
-        "--append",
-        "noecho action=reset",
-        "-m",
-        "64",
-        "--no-reboot",
-    ]);
+    let o = run_tiny("noecho action=reset", &["--no-reboot"]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout)
@@ -254,16 +252,7 @@ fn stdin_reaches_the_guest_and_ctrl_a_x_quits() {
 #[test]
 fn a_fatal_guest_fault_exits_1_with_a_register_report() {
     require_kvm();
-    let k = guest("tiny", "bootproto.bin");
-    let o = run(&[
-        "run",
-        "--kernel",
-        k.to_str().unwrap(),
-        "--append",
-        "noecho action=fault",
-        "-m",
-        "64",
-    ]);
+    let o = run_tiny("noecho action=fault", &[]);
     assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("emulation failure"), "{err}");

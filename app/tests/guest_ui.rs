@@ -44,24 +44,11 @@ fn run_until(
 fn wizard_vm_reaches_the_grub_menu_and_window_keys_move_it() {
     require_kvm();
     let t = tempfile::tempdir().unwrap();
-    let p = Paths {
-        config: t.path().join("config/vireo"),
-        data: t.path().join("data/vireo"),
-    };
+    let p = test_paths(t.path());
     let conn = EngineConnection::new(Library::new(p.vms_dir()));
     let app = App::with_connection(Box::new(conn), host(), p.clone());
     let mut h = harness(app, [1100.0, 800.0]);
-    let iso = still_menu_iso();
-    click(&mut h, "New");
-    set_text(&mut h, "ISO image path", iso.to_str().unwrap());
-    click(&mut h, "Forward");
-    set_text(&mut h, "Memory (MiB)", "128");
-    click(&mut h, "Forward");
-    set_text(&mut h, "Size (GiB)", "1");
-    click(&mut h, "Forward");
-    set_text(&mut h, "Name", "menu");
-    click(&mut h, "Forward");
-    click(&mut h, "Finish");
+    wizard_new_iso_vm(&mut h, &still_menu_iso(), "menu");
     assert!(
         h.state().windows.iter().any(|w| w.vm == "menu"),
         "the VM window opened"

@@ -10,14 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use vireo::connection::{EngineConnection, MemoryConnection, RunState};
 use vireo::gui::App;
-use vireo::library::{Library, Paths, VmDefinition};
-
-fn paths(root: &std::path::Path) -> Paths {
-    Paths {
-        config: root.join("config/vireo"),
-        data: root.join("data/vireo"),
-    }
-}
+use vireo::library::{Library, VmDefinition};
 
 fn def(name: &str, disk: Option<PathBuf>) -> VmDefinition {
     let mut spec = vmm_engine::VmSpec::firmware();
@@ -45,7 +38,7 @@ fn each_bad_input_gets_its_message_and_finish_creates_the_vm() {
     let t = tempfile::tempdir().unwrap();
     let conn = MemoryConnection::default();
     conn.lock().add(def("taken", None), RunState::Off);
-    let app = App::with_connection(Box::new(conn.clone()), host(), paths(t.path()));
+    let app = App::with_connection(Box::new(conn.clone()), host(), test_paths(t.path()));
     let mut h = harness(app, [1000.0, 700.0]);
 
     click(&mut h, "New");
@@ -145,7 +138,7 @@ fn each_bad_input_gets_its_message_and_finish_creates_the_vm() {
 fn cancel_closes_the_wizard_without_defining_anything() {
     let t = tempfile::tempdir().unwrap();
     let conn = MemoryConnection::default();
-    let app = App::with_connection(Box::new(conn.clone()), host(), paths(t.path()));
+    let app = App::with_connection(Box::new(conn.clone()), host(), test_paths(t.path()));
     let mut h = harness(app, [1000.0, 700.0]);
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::N);
     h.run();
@@ -160,21 +153,12 @@ fn cancel_closes_the_wizard_without_defining_anything() {
 #[test]
 fn wizard_creates_a_vm_with_a_new_qcow2_disk_on_disk() {
     let t = tempfile::tempdir().unwrap();
-    let p = paths(t.path());
+    let p = test_paths(t.path());
     let conn = EngineConnection::new(Library::new(p.vms_dir()));
     let app = App::with_connection(Box::new(conn), host(), p.clone());
     let mut h = harness(app, [1000.0, 700.0]);
     let iso = make_iso(t.path(), "basic.iso");
-    click(&mut h, "New");
-    set_text(&mut h, "ISO image path", iso.to_str().unwrap());
-    click(&mut h, "Forward");
-    set_text(&mut h, "Memory (MiB)", "128");
-    click(&mut h, "Forward");
-    set_text(&mut h, "Size (GiB)", "1");
-    click(&mut h, "Forward");
-    set_text(&mut h, "Name", "grub");
-    click(&mut h, "Forward");
-    click(&mut h, "Finish");
+    wizard_new_iso_vm(&mut h, &iso, "grub");
 
     assert!(p.vms_dir().join("grub.json").is_file(), "definition file");
     let disk = p.images_dir().join("grub.qcow2");
@@ -197,7 +181,7 @@ fn wizard_creates_a_vm_with_a_new_qcow2_disk_on_disk() {
 #[test]
 fn a_vm_that_fails_to_start_shows_its_error() {
     let t = tempfile::tempdir().unwrap();
-    let p = paths(t.path());
+    let p = test_paths(t.path());
     let lib = Library::new(p.vms_dir());
     let mut d = def("broken-kernel", None);
     d.spec.boot = vmm_engine::VmSpec::linux("/nonexistent/bzImage").boot;
@@ -226,7 +210,7 @@ fn a_vm_that_fails_to_start_shows_its_error() {
 #[test]
 fn the_ui_keeps_running_while_a_vm_is_starting() {
     let t = tempfile::tempdir().unwrap();
-    let p = paths(t.path());
+    let p = test_paths(t.path());
     let fifo = t.path().join("slow.iso");
     let st = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -279,7 +263,7 @@ fn the_ui_keeps_running_while_a_vm_is_starting() {
 #[test]
 fn corrupt_definition_is_an_error_row_and_others_still_load() {
     let t = tempfile::tempdir().unwrap();
-    let p = paths(t.path());
+    let p = test_paths(t.path());
     let lib = Library::new(p.vms_dir());
     lib.save(&def("good", None)).unwrap();
     std::fs::write(p.vms_dir().join("bad.json"), "{ oops").unwrap();
@@ -299,7 +283,7 @@ fn toolbar_and_shortcuts_drive_the_selected_vm_and_delete_asks_about_disks() {
     let t = tempfile::tempdir().unwrap();
     let disk = t.path().join("a.img");
     std::fs::write(&disk, vec![0u8; 512]).unwrap();
-    let p = paths(t.path());
+    let p = test_paths(t.path());
     let lib = Library::new(p.vms_dir());
     lib.save(&def("a", Some(disk.clone()))).unwrap();
     lib.save(&def("b", None)).unwrap();
@@ -360,7 +344,7 @@ fn console_keys_and_send_key_reach_the_connection() {
         pixels: Arc::new(vec![0x80; 64 * 48 * 4]),
         generation: 1,
     });
-    let app = App::with_connection(Box::new(conn.clone()), host(), paths(t.path()));
+    let app = App::with_connection(Box::new(conn.clone()), host(), test_paths(t.path()));
     let mut h = harness(app, [1000.0, 700.0]);
     h.get_by_label("g").click();
     h.run();

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use vireo::library::{Library, Paths, VmDefinition};
+use vireo::library::{Library, VmDefinition};
 
 /// The VGA text colour 7 (light grey, DAC 0x2a) as Vireo draws it.
 const VGA_GREY: [u8; 4] = [0xa8, 0xa8, 0xa8, 0xff];
@@ -28,10 +28,7 @@ fn vireo_opens_its_windows_under_xvfb_and_exits_cleanly() {
     let run = t.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     // One VM in the library: the GRUB menu ISO of the app's guest tests.
-    let paths = Paths {
-        config: t.path().join("config/vireo"),
-        data: t.path().join("data/vireo"),
-    };
+    let paths = common::test_paths(t.path());
     let mut spec = vmm_engine::VmSpec::firmware();
     spec.name = "demo".into();
     spec.memory_mib = 128;

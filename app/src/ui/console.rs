@@ -112,6 +112,15 @@ impl Default for ConsoleView {
     }
 }
 
+/// Guest pixels stay sharp squares when the screen is drawn larger (HiDPI,
+/// a big window); drawn smaller, they are averaged, so that one-pixel lines
+/// (a text-mode box border) never drop out.
+const SCREEN_FILTER: TextureOptions = TextureOptions {
+    magnification: egui::TextureFilter::Nearest,
+    minification: egui::TextureFilter::Linear,
+    ..TextureOptions::NEAREST
+};
+
 impl ConsoleView {
     fn update_texture(&mut self, ctx: &egui::Context, vm: &str, frame: &Frame) {
         if self.generation == Some(frame.generation) && self.texture.is_some() {
@@ -127,10 +136,9 @@ impl ConsoleView {
         }
         let image = egui::ColorImage::from_rgba_unmultiplied([w, h], px);
         match &mut self.texture {
-            Some(t) => t.set(image, TextureOptions::NEAREST),
+            Some(t) => t.set(image, SCREEN_FILTER),
             None => {
-                self.texture =
-                    Some(ctx.load_texture(format!("console-{vm}"), image, TextureOptions::NEAREST))
+                self.texture = Some(ctx.load_texture(format!("console-{vm}"), image, SCREEN_FILTER))
             }
         }
         self.generation = Some(frame.generation);

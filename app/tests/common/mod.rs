@@ -168,3 +168,26 @@ pub fn require_kvm() {
         panic!("this test needs /dev/kvm ({e}); run on a host with KVM");
     }
 }
+
+/// A temporary XDG tree for the library and the disk images.
+pub fn test_paths(root: &Path) -> vireo::library::Paths {
+    vireo::library::Paths {
+        config: root.join("config/vireo"),
+        data: root.join("data/vireo"),
+    }
+}
+
+/// Walks the New VM wizard as a person would: install from `iso`, 128 MiB,
+/// a new 1 GiB disk (the default format, qcow2), the given name, Finish.
+pub fn wizard_new_iso_vm(h: &mut Harness<'_, App>, iso: &Path, name: &str) {
+    click(h, "New");
+    set_text(h, "ISO image path", &iso.to_string_lossy());
+    click(h, "Forward");
+    set_text(h, "Memory (MiB)", "128");
+    click(h, "Forward");
+    set_text(h, "Size (GiB)", "1");
+    click(h, "Forward");
+    set_text(h, "Name", name);
+    click(h, "Forward");
+    click(h, "Finish");
+}

@@ -14,7 +14,13 @@ const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 
 /// The host's bridges, sorted by name.
 pub fn list_bridges() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
+    list_bridges_in(std::path::Path::new("/sys/class/net"))
+}
+
+/// The interfaces under `sys_class_net` (a /sys/class/net tree) that have a
+/// `bridge` folder, sorted by name.
+pub fn list_bridges_in(sys_class_net: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(sys_class_net)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .filter(|e| e.path().join("bridge").is_dir())

@@ -6,7 +6,7 @@
 pub mod bridge;
 pub mod tap;
 
-pub use bridge::{add_to_bridge, bridge_exists, list_bridges, set_link_up};
+pub use bridge::{add_to_bridge, bridge_exists, list_bridges, list_bridges_in, set_link_up};
 pub use tap::Tap;
 
 /// What can go wrong setting up a VM's network.
