@@ -193,7 +193,8 @@ type StartResult = std::result::Result<
 
 /// One VM the engine runs for us.
 struct EngineVm {
-    vm: vmm_engine::Vm,
+    /// Shared with short-lived workers for the calls that may wait (pause).
+    vm: Arc<vmm_engine::Vm>,
     events: crossbeam_channel::Receiver<vmm_engine::VmEvent>,
     crashed: bool,
 }
@@ -226,7 +227,7 @@ impl EngineConnection {
         &self.library
     }
 
-    fn running(&self, vm: &str) -> Result<&vmm_engine::Vm> {
+    fn running(&self, vm: &str) -> Result<&Arc<vmm_engine::Vm>> {
         match self.vms.get(vm) {
             Some(e) if e.vm.state() != vmm_engine::VmState::Stopped => Ok(&e.vm),
             _ => bail!("{vm} is not running"),
@@ -432,7 +433,13 @@ impl Connection for EngineConnection {
     }
 
     fn pause(&mut self, vm: &str) -> Result<()> {
-        self.running(vm)?.pause();
+        // Pausing waits (briefly) until every vCPU has parked; the UI thread
+        // doesn't: a worker does, and the Paused event tells the UI.
+        let v = self.running(vm)?.clone();
+        std::thread::Builder::new()
+            .name(format!("vireo-pause-{vm}"))
+            .spawn(move || v.pause())
+            .map_err(|e| anyhow::anyhow!("can't start a thread to pause {vm}: {e}"))?;
         Ok(())
     }
     fn resume(&mut self, vm: &str) -> Result<()> {
@@ -522,7 +529,7 @@ impl Connection for EngineConnection {
                     self.vms.insert(
                         name,
                         EngineVm {
-                            vm,
+                            vm: Arc::new(vm),
                             events,
                             crashed: false,
                         },

@@ -423,3 +423,48 @@ fn console_keys_and_send_key_reach_the_connection() {
     h.run();
     assert_eq!(conn.lock().vm("g").unwrap().serial_in, b"ls\r".to_vec());
 }
+
+/// The toolbar drives a real engine VM (the tiny boot-protocol guest, which
+/// counts on COM1 forever): Run, Pause, Resume and Force Off each reach the
+/// engine, and each new state comes back as an event the list shows.
+#[test]
+fn toolbar_drives_a_real_engine_vm_through_its_states() {
+    require_kvm();
+    let t = tempfile::tempdir().unwrap();
+    let p = test_paths(t.path());
+    let lib = Library::new(p.vms_dir());
+    let mut spec = vmm_engine::VmSpec::linux(guest("tiny", "bootproto.bin"));
+    spec.name = "tiny".into();
+    spec.memory_mib = 64;
+    if let vmm_engine::BootSpec::Linux(l) = &mut spec.boot {
+        l.cmdline = "console=ttyS0 noecho action=count".into();
+    }
+    lib.save(&VmDefinition::new(spec)).unwrap();
+    let app = App::with_connection(Box::new(EngineConnection::new(lib)), host(), p);
+    let mut h = harness(app, [1000.0, 700.0]);
+    let t30 = Duration::from_secs(30);
+    let state = |h: &egui_kittest::Harness<'_, App>| h.state().model.state("tiny");
+
+    click(&mut h, "tiny");
+    click(&mut h, "Run");
+    step_until(&mut h, "Running", t30, |h| state(h) == RunState::Running);
+    step_until(&mut h, "serial output", t30, |h| {
+        h.state().model.runtime["tiny"]
+            .terminal
+            .text()
+            .contains("tick")
+    });
+    click(&mut h, "Pause");
+    step_until(&mut h, "Paused", t30, |h| state(h) == RunState::Paused);
+    settle(&mut h);
+    assert!(shows(&h, "Paused"), "the list shows the new state");
+    click(&mut h, "Resume");
+    step_until(&mut h, "Running again", t30, |h| {
+        state(h) == RunState::Running
+    });
+    click(&mut h, "Shut Down");
+    h.get_by_label_contains("Force Off").click();
+    step_until(&mut h, "Shut off", t30, |h| state(h) == RunState::Off);
+    settle(&mut h);
+    assert!(shows(&h, "Shut off"));
+}
