@@ -307,16 +307,6 @@ impl BusDevice for Elcr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    type Levels = Arc<Mutex<Vec<(u32, bool)>>>;
-
-    fn router() -> (Arc<PciIntxRouter>, Levels) {
-        let log: Levels = Arc::default();
-        let l = log.clone();
-        let r = PciIntxRouter::new(Arc::new(move |gsi, lvl| l.lock().unwrap().push((gsi, lvl))));
-        (r, log)
-    }
 
     fn read_cfg(d: &mut Piix3, off: usize, len: usize) -> Vec<u8> {
         let mut b = vec![0u8; len];
@@ -326,7 +316,7 @@ mod tests {
 
     #[test]
     fn identity() {
-        let (r, _) = router();
+        let (r, _) = PciIntxRouter::recording();
         let mut d = Piix3::new(r);
         assert_eq!(read_cfg(&mut d, 0, 4), [0x86, 0x80, 0x00, 0x70]);
         assert_eq!(read_cfg(&mut d, 8, 4), [0x00, 0x00, 0x01, 0x06]);
@@ -345,7 +335,7 @@ mod tests {
 
     #[test]
     fn pirq_registers_are_the_router() {
-        let (r, _) = router();
+        let (r, _) = PciIntxRouter::recording();
         let mut d = Piix3::new(r.clone());
         assert_eq!(read_cfg(&mut d, 0x60, 4), [0x80; 4]);
         // SeaBIOS: 10, 10, 11, 11, byte by byte.
@@ -433,7 +423,7 @@ mod tests {
 
     #[test]
     fn reset_disables_routing() {
-        let (r, levels) = router();
+        let (r, levels) = PciIntxRouter::recording();
         let mut d = Piix3::new(r.clone());
         d.config_write(0x60, &[10, 10, 11, 11]);
         d.config_write(0x4c, &[0]);
