@@ -703,6 +703,15 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// The tables of an otherwise default machine with `cpus` CPUs.
+    fn tables_for(cpus: u32) -> AcpiTables {
+        build(&AcpiConfig {
+            cpus,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
     fn u16_at(d: &[u8], o: usize) -> u16 {
         u16::from_le_bytes(d[o..o + 2].try_into().unwrap())
     }
@@ -864,11 +873,7 @@ mod tests {
         assert_eq!(&fadt[208..210], &[1, 32]);
         assert_eq!(u64_at(&fadt, 212), 0x608);
         // Many CPUs force physical destination mode.
-        let t = build(&AcpiConfig {
-            cpus: 16,
-            ..Default::default()
-        })
-        .unwrap();
+        let t = tables_for(16);
         assert_ne!(u32_at(t.table(b"FACP").unwrap(), 112) & (1 << 19), 0);
     }
 
@@ -887,11 +892,7 @@ mod tests {
     #[test]
     fn madt_has_one_lapic_per_cpu() {
         for cpus in [1u32, 2, 8] {
-            let t = build(&AcpiConfig {
-                cpus,
-                ..Default::default()
-            })
-            .unwrap();
+            let t = tables_for(cpus);
             let img = Image::new(t.layout_at(0xE0000));
             let (_, _, madt) = walk(&img, 0xE0000);
             assert_eq!(u32_at(&madt, 36), 0xFEE0_0000, "LAPIC address");
@@ -919,11 +920,7 @@ mod tests {
 
     #[test]
     fn dsdt_content() {
-        let t = build(&AcpiConfig {
-            cpus: 2,
-            ..Default::default()
-        })
-        .unwrap();
+        let t = tables_for(2);
         let dsdt = t.table(b"DSDT").unwrap();
         for name in [
             &b"_S5_"[..],
@@ -1126,11 +1123,7 @@ mod tests {
 
     #[test]
     fn fw_cfg_loader_script_produces_valid_tables() {
-        let t = build(&AcpiConfig {
-            cpus: 2,
-            ..Default::default()
-        })
-        .unwrap();
+        let t = tables_for(2);
         let files = t.fw_cfg_files();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, [FW_CFG_RSDP, FW_CFG_TABLES, FW_CFG_LOADER]);
@@ -1153,11 +1146,7 @@ mod tests {
     #[ignore = "needs VIREO_ACPI_DUMP=<dir>; writes the tables for iasl -d"]
     fn dump_tables() {
         let dir = std::env::var("VIREO_ACPI_DUMP").unwrap();
-        let t = build(&AcpiConfig {
-            cpus: 2,
-            ..Default::default()
-        })
-        .unwrap();
+        let t = tables_for(2);
         let base = std::env::var("VIREO_ACPI_BASE")
             .ok()
             .and_then(|b| u64::from_str_radix(b.trim_start_matches("0x"), 16).ok())

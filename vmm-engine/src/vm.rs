@@ -238,6 +238,13 @@ impl Shared {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
         self.state_cv.notify_all();
     }
+    /// Why the VM stopped for good, once it has.
+    fn final_reason(&self) -> Option<StopReason> {
+        self.final_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
     fn machine(&self) -> Option<Arc<Machine>> {
         self.machine
             .lock()
@@ -325,21 +332,32 @@ impl Vm {
 
     /// Stops the guest's progress; returns once every vCPU is parked.
     pub fn pause(&self) {
-        if let Some(m) = self.shared.machine() {
-            if self.state() == VmState::Running {
-                m.pause();
-                self.shared.set_state(VmState::Paused);
-                self.shared.emit(VmEvent::Paused);
-            }
-        }
+        self.switch(
+            VmState::Running,
+            |m| m.pause(),
+            VmState::Paused,
+            VmEvent::Paused,
+        );
     }
 
     pub fn resume(&self) {
+        self.switch(
+            VmState::Paused,
+            |m| m.resume(),
+            VmState::Running,
+            VmEvent::Resumed,
+        );
+    }
+
+    /// Pause and resume: if there is a machine and the VM is in state
+    /// `from`, applies `act` to the machine, then enters `to` and tells
+    /// the listeners `event`; otherwise does nothing.
+    fn switch(&self, from: VmState, act: impl FnOnce(&Machine), to: VmState, event: VmEvent) {
         if let Some(m) = self.shared.machine() {
-            if self.state() == VmState::Paused {
-                m.resume();
-                self.shared.set_state(VmState::Running);
-                self.shared.emit(VmEvent::Resumed);
+            if self.state() == from {
+                act(&m);
+                self.shared.set_state(to);
+                self.shared.emit(event);
             }
         }
     }
@@ -429,12 +447,7 @@ impl Vm {
                 .unwrap_or_else(|e| e.into_inner());
         }
         drop(st);
-        self.shared
-            .final_reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or(StopReason::ForcedOff)
+        self.shared.final_reason().unwrap_or(StopReason::ForcedOff)
     }
 
     /// Like [`Vm::wait`], with a limit.
@@ -454,11 +467,7 @@ impl Vm {
                 .0;
         }
         drop(st);
-        self.shared
-            .final_reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.final_reason()
     }
 
     /// CPU time the guest's vCPU threads have used in the current boot (from
@@ -490,14 +499,14 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.power_off();
-        if let Some(h) = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = h.join();
-        }
+        join_taken(&self.supervisor);
+    }
+}
+
+/// Takes the thread out of `slot`, if one is there, and waits for it to end.
+fn join_taken(slot: &Mutex<Option<JoinHandle<()>>>) {
+    if let Some(h) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = h.join();
     }
 }
 
@@ -828,14 +837,7 @@ impl Machine {
         {
             let _ = t.join();
         }
-        if let Some(t) = self
-            .display_thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = t.join();
-        }
+        join_taken(&self.display_thread);
         self.platform.teardown(&self.io_bus);
     }
 }

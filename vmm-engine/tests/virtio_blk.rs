@@ -86,6 +86,13 @@ fn ready(s: &mut Setup) -> u64 {
     f
 }
 
+/// A device set up by [`setup`] and made [`ready`].
+fn ready_setup(tag: &str, read_only: bool, fill: u8) -> Setup {
+    let mut s = setup(tag, read_only, fill);
+    ready(&mut s);
+    s
+}
+
 /// A request buffer area: header at +0, status at +16, data at +4096.
 struct Req {
     hdr: u64,
@@ -118,6 +125,21 @@ fn run(d: &mut Driver, ty: u32, sector: u64, data: &[(u64, u32, u16)]) -> (u8, u
     let (id, len) = d.wait_used(0, T);
     assert_eq!(id, head);
     (d.mem.read_obj(GuestAddress(r.st)).unwrap(), len)
+}
+
+/// Queues, without a kick, a read of sector 0 into the 512 bytes at `buf`.
+fn queue_read0(d: &mut Driver, buf: u64) -> Req {
+    let r = req_area(d);
+    write_hdr(d, r.hdr, blk::T_IN, 0);
+    d.add_chain(
+        0,
+        &[
+            (r.hdr, 16, 0),
+            (buf, 512, DESC_F_WRITE),
+            (r.st, 1, DESC_F_WRITE),
+        ],
+    );
+    r
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -203,8 +225,7 @@ fn feature_negotiation_requires_version_1_and_known_bits() {
 
 #[test]
 fn write_flush_read_back() {
-    let mut s = setup("rw", false, 0);
-    ready(&mut s);
+    let mut s = ready_setup("rw", false, 0);
     let d = &mut s.drv;
     let data = pattern(3 * 512, 7);
     let buf = d.alloc(4096, 4096);
@@ -234,8 +255,7 @@ fn write_flush_read_back() {
 
 #[test]
 fn last_sector_and_past_the_end() {
-    let mut s = setup("end", false, 0x5a);
-    ready(&mut s);
+    let mut s = ready_setup("end", false, 0x5a);
     let d = &mut s.drv;
     let buf = d.alloc(1024, 4096);
     let (st, _) = run(d, blk::T_IN, DISK_SECTORS - 1, &[(buf, 512, DESC_F_WRITE)]);
@@ -310,8 +330,7 @@ fn discard_and_write_zeroes() {
 
 #[test]
 fn get_id_and_unsupported() {
-    let mut s = setup("id", false, 0);
-    ready(&mut s);
+    let mut s = ready_setup("id", false, 0);
     let d = &mut s.drv;
     let buf = d.alloc(64, 16);
     let (st, len) = run(d, blk::T_GET_ID, 0, &[(buf, 20, DESC_F_WRITE)]);
@@ -347,8 +366,7 @@ fn read_only_refuses_writes() {
 
 #[test]
 fn malformed_chains_get_errors_not_panics() {
-    let mut s = setup("bad", false, 0);
-    ready(&mut s);
+    let mut s = ready_setup("bad", false, 0);
     let d = &mut s.drv;
     let buf = d.alloc(4096, 4096);
 
@@ -479,8 +497,7 @@ fn malformed_chains_get_errors_not_panics() {
 
 #[test]
 fn reset_returns_queues_to_initial_state() {
-    let mut s = setup("reset", false, 0);
-    ready(&mut s);
+    let mut s = ready_setup("reset", false, 0);
     let d = &mut s.drv;
     let buf = d.alloc(512, 512);
     let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
@@ -531,8 +548,7 @@ fn intx_fallback_and_isr() {
 
 #[test]
 fn masked_msix_vector_is_pending_then_delivered() {
-    let mut s = setup("mask", false, 0);
-    ready(&mut s);
+    let mut s = ready_setup("mask", false, 0);
     let d = &mut s.drv;
     let tbl = (cfg32(&mut d.dev, d.msix_cap + 4) & !7) as u64;
     let pba = (cfg32(&mut d.dev, d.msix_cap + 8) & !7) as u64;
@@ -632,8 +648,7 @@ impl Rng {
 
 #[test]
 fn random_descriptor_soup_never_panics_and_every_chain_completes() {
-    let mut s = setup("soup", false, 0);
-    ready(&mut s);
+    let mut s = ready_setup("soup", false, 0);
     let d = &mut s.drv;
     let table = d.desc_table(0);
     let all = d.take_descs(0, 64);
@@ -832,22 +847,12 @@ fn throughput_through_the_driver() {
 
 #[test]
 fn no_dma_without_bus_mastering() {
-    let mut s = setup("busmaster", false, 0x61);
-    ready(&mut s);
+    let mut s = ready_setup("busmaster", false, 0x61);
     let d = &mut s.drv;
     d.dev
         .config_write(0x04, &vmm_engine::devices::pci::CMD_MEM.to_le_bytes());
     let buf = d.alloc(512, 512);
-    let r = req_area(d);
-    write_hdr(d, r.hdr, blk::T_IN, 0);
-    d.add_chain(
-        0,
-        &[
-            (r.hdr, 16, 0),
-            (buf, 512, DESC_F_WRITE),
-            (r.st, 1, DESC_F_WRITE),
-        ],
-    );
+    let r = queue_read0(d, buf);
     d.kick(0);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
@@ -864,8 +869,7 @@ fn no_dma_without_bus_mastering() {
 
 #[test]
 fn reset_during_io_stops_all_dma() {
-    let mut s = setup("resetio", false, 0x5c);
-    ready(&mut s);
+    let mut s = ready_setup("resetio", false, 0x5c);
     let d = &mut s.drv;
     let area = d.alloc(21 * 64 * 1024, 4096);
     for i in 0..21u64 {
@@ -1001,20 +1005,10 @@ fn write_through_without_flush_feature_write_back_with_it() {
 
 #[test]
 fn doorbell_through_the_pci_cfg_window_as_seabios_does_above_4g() {
-    let mut s = setup("cfgkick", false, 0x33);
-    ready(&mut s);
+    let mut s = ready_setup("cfgkick", false, 0x33);
     let d = &mut s.drv;
     let buf = d.alloc(512, 512);
-    let r = req_area(d);
-    write_hdr(d, r.hdr, blk::T_IN, 0);
-    d.add_chain(
-        0,
-        &[
-            (r.hdr, 16, 0),
-            (buf, 512, DESC_F_WRITE),
-            (r.st, 1, DESC_F_WRITE),
-        ],
-    );
+    let r = queue_read0(d, buf);
     // bar = 4, offset = notify of queue 0, length = 2, then a 16-bit write.
     let c = d.pci_cfg_cap;
     d.dev.config_write(c + 4, &[4]);
@@ -1029,8 +1023,7 @@ fn doorbell_through_the_pci_cfg_window_as_seabios_does_above_4g() {
 
 #[test]
 fn avail_index_far_ahead_sets_needs_reset() {
-    let mut s = setup("needsreset", false, 0);
-    ready(&mut s);
+    let mut s = ready_setup("needsreset", false, 0);
     let d = &mut s.drv;
     let avail = d.queues[&0].avail;
     // The ring holds 64 entries; claim 300 are available.

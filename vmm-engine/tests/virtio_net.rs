@@ -127,6 +127,26 @@ impl Drop for Netns {
     }
 }
 
+/// A namespace with its bridge and an event loop: what each test's devices
+/// run on. The loop is stopped (dropped) before the namespace goes.
+struct Lan {
+    el: EventLoop,
+    ns: Netns,
+}
+
+impl Lan {
+    fn new(tag: &str) -> Lan {
+        let ns = Netns::create(tag);
+        let el = EventLoop::start("virtio-net-test").unwrap();
+        Lan { el, ns }
+    }
+
+    /// A device on the bridge with MAC `mac`, `features` negotiated.
+    fn dev(&self, mac: [u8; 6], features: u64) -> NetDev {
+        NetDev::new(self.ns.tap(), mac, &self.el.handle(), features)
+    }
+}
+
 /// A guest-side virtio-net driver.
 struct NetDev {
     drv: Driver,
@@ -225,13 +245,19 @@ impl NetDev {
             assert!(t0.elapsed() < T, "tx queue never drained");
             std::thread::sleep(Duration::from_micros(50));
         };
+        let h = self.put_tx(a, hdr, frame);
+        self.tx_busy.insert(h, a);
+    }
+
+    /// Writes `hdr` and `frame` to the buffer at `a` and adds it to the TX
+    /// queue as one descriptor (without kicking); returns the chain's head.
+    fn put_tx(&mut self, a: u64, hdr: &[u8; HDR], frame: &[u8]) -> u16 {
         self.drv.mem.write_slice(hdr, GuestAddress(a)).unwrap();
         self.drv
             .mem
             .write_slice(frame, GuestAddress(a + HDR as u64))
             .unwrap();
-        let h = self.drv.add_chain(1, &[(a, (HDR + frame.len()) as u32, 0)]);
-        self.tx_busy.insert(h, a);
+        self.drv.add_chain(1, &[(a, (HDR + frame.len()) as u32, 0)])
     }
 
     fn send(&mut self, frame: &[u8]) {
@@ -409,9 +435,8 @@ const MAC_B: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x02];
 
 #[test]
 fn config_space_mac_and_link_status() {
-    let ns = Netns::create("cfg");
-    let el = EventLoop::start("virtio-net-test").unwrap();
-    let mut d = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
+    let lan = Lan::new("cfg");
+    let mut d = lan.dev(MAC_A, want());
     let off = d.drv.device.offset;
     let mut mac = [0u8; 6];
     for (i, b) in mac.iter_mut().enumerate() {
@@ -438,9 +463,8 @@ fn config_space_mac_and_link_status() {
 
 #[test]
 fn arp_and_icmp_echo_to_the_bridge() {
-    let ns = Netns::create("ping");
-    let el = EventLoop::start("virtio-net-test").unwrap();
-    let mut d = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
+    let lan = Lan::new("ping");
+    let mut d = lan.dev(MAC_A, want());
     let reply = d.request(
         "an ARP request for 10.0.0.1",
         &arp(1, MAC_A, GUEST_IP, [0; 6], BRIDGE_IP),
@@ -479,10 +503,9 @@ fn test_frame(dst: [u8; 6], src: [u8; 6], seq: u32, len: usize) -> Vec<u8> {
 
 #[test]
 fn two_devices_on_one_bridge_exchange_frames() {
-    let ns = Netns::create("pair");
-    let el = EventLoop::start("virtio-net-test").unwrap();
-    let mut a = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
-    let mut b = NetDev::new(ns.tap(), MAC_B, &el.handle(), want());
+    let lan = Lan::new("pair");
+    let mut a = lan.dev(MAC_A, want());
+    let mut b = lan.dev(MAC_B, want());
     let fa = test_frame(MAC_B, MAC_A, 1, 200);
     a.send(&fa);
     let got = b.recv_where("A's frame at B", |f| f.get(12..14) == Some(&[0x88, 0xb5]));
@@ -495,10 +518,9 @@ fn two_devices_on_one_bridge_exchange_frames() {
 
 #[test]
 fn sixty_four_mib_cross_without_loss_or_reordering() {
-    let ns = Netns::create("bulk");
-    let el = EventLoop::start("virtio-net-test").unwrap();
-    let mut a = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
-    let mut b = NetDev::new(ns.tap(), MAC_B, &el.handle(), want());
+    let lan = Lan::new("bulk");
+    let mut a = lan.dev(MAC_A, want());
+    let mut b = lan.dev(MAC_B, want());
     // Let the bridge learn B's MAC so A's frames go only to B.
     b.send(&test_frame(MAC_A, MAC_B, u32::MAX, 60));
     a.recv_where("B's hello", |f| f.get(12..14) == Some(&[0x88, 0xb5]));
@@ -569,11 +591,10 @@ fn missing_bridge_gets_a_clear_error() {
 
 #[test]
 fn mergeable_rx_spreads_a_frame_over_small_buffers() {
-    let ns = Netns::create("mrg");
-    let el = EventLoop::start("virtio-net-test").unwrap();
-    let mut a = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
+    let lan = Lan::new("mrg");
+    let mut a = lan.dev(MAC_A, want());
     // B posts 256-byte buffers: a 1514-byte frame needs 7 of them.
-    let mut b = NetDev::with_rx_buffers(ns.tap(), MAC_B, &el.handle(), want(), 256);
+    let mut b = NetDev::with_rx_buffers(lan.ns.tap(), MAC_B, &lan.el.handle(), want(), 256);
     for seq in 0..20 {
         let f = test_frame(MAC_B, MAC_A, seq, 1514 - (seq as usize * 61));
         a.send(&f);
@@ -587,11 +608,10 @@ fn mergeable_rx_spreads_a_frame_over_small_buffers() {
 
 #[test]
 fn without_mrg_rxbuf_one_buffer_per_frame() {
-    let ns = Netns::create("nomrg");
-    let el = EventLoop::start("virtio-net-test").unwrap();
+    let lan = Lan::new("nomrg");
     let plain = F_VERSION_1 | vnet::F_MAC;
-    let mut a = NetDev::new(ns.tap(), MAC_A, &el.handle(), plain);
-    let mut b = NetDev::new(ns.tap(), MAC_B, &el.handle(), plain);
+    let mut a = lan.dev(MAC_A, plain);
+    let mut b = lan.dev(MAC_B, plain);
     let f = test_frame(MAC_B, MAC_A, 9, 1514);
     a.send(&f);
     let got = b.recv_where("a frame", |f| f.get(12..14) == Some(&[0x88, 0xb5]));
@@ -600,8 +620,7 @@ fn without_mrg_rxbuf_one_buffer_per_frame() {
 
 #[test]
 fn all_offloads_negotiate_and_traffic_flows() {
-    let ns = Netns::create("offl");
-    let el = EventLoop::start("virtio-net-test").unwrap();
+    let lan = Lan::new("offl");
     let all = want()
         | vnet::F_CSUM
         | vnet::F_GUEST_CSUM
@@ -612,21 +631,22 @@ fn all_offloads_negotiate_and_traffic_flows() {
         | vnet::F_HOST_TSO6
         | vnet::F_HOST_UFO;
     // DRIVER_OK is refused (NEEDS_RESET) if TUNSETOFFLOAD fails.
-    let mut d = NetDev::new(ns.tap(), MAC_A, &el.handle(), all);
+    let mut d = lan.dev(MAC_A, all);
     d.send(&arp(1, MAC_A, GUEST_IP, [0; 6], BRIDGE_IP));
     d.recv_where("an ARP reply", |f| {
         is_arp(f, 2) && ip_at(f, 28) == BRIDGE_IP
     });
 }
 
-/// A UDP frame from A (10.0.0.2) to B (10.0.0.3) whose checksum field holds
-/// only the pseudo-header sum, as a guest using checksum offload sends it.
-fn udp_partial(payload: &[u8]) -> Vec<u8> {
-    let ulen = (8 + payload.len()) as u16;
+/// The IPv4 header (id `id`) of a packet from A (10.0.0.2) to B (10.0.0.3)
+/// carrying `l4_len` bytes of protocol `proto`, and the pseudo-header sum
+/// a guest using checksum offload leaves in the UDP/TCP checksum field
+/// (the folded sum, not complemented).
+fn ipv4_a_to_b(proto: u8, id: u8, l4_len: u16) -> (Vec<u8>, u16) {
     let (src, dst) = (GUEST_IP, [10, 0, 0, 3]);
     let mut iph = vec![0x45, 0];
-    iph.extend_from_slice(&(20 + ulen).to_be_bytes());
-    iph.extend_from_slice(&[0, 2, 0x40, 0, 64, 17, 0, 0]);
+    iph.extend_from_slice(&(20 + l4_len).to_be_bytes());
+    iph.extend_from_slice(&[0, id, 0x40, 0, 64, proto, 0, 0]);
     iph.extend_from_slice(&src);
     iph.extend_from_slice(&dst);
     let c = csum(&iph);
@@ -634,9 +654,27 @@ fn udp_partial(payload: &[u8]) -> Vec<u8> {
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&src);
     pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, 17]);
-    pseudo.extend_from_slice(&ulen.to_be_bytes());
-    let partial = !csum(&pseudo); // the folded sum, not complemented
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&l4_len.to_be_bytes());
+    (iph, !csum(&pseudo))
+}
+
+/// Whether the UDP/TCP (`proto`) checksum over the `l4_len` bytes after
+/// an IPv4 frame's 20-byte header verifies.
+fn l4_checksum_ok(f: &[u8], proto: u8, l4_len: usize) -> bool {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&f[26..34]);
+    buf.extend_from_slice(&[0, proto]);
+    buf.extend_from_slice(&(l4_len as u16).to_be_bytes());
+    buf.extend_from_slice(&f[34..34 + l4_len]);
+    csum(&buf) == 0
+}
+
+/// A UDP frame from A (10.0.0.2) to B (10.0.0.3) whose checksum field holds
+/// only the pseudo-header sum, as a guest using checksum offload sends it.
+fn udp_partial(payload: &[u8]) -> Vec<u8> {
+    let ulen = (8 + payload.len()) as u16;
+    let (iph, partial) = ipv4_a_to_b(17, 2, ulen);
     let mut f = eth(MAC_B, MAC_A, 0x0800);
     f.extend_from_slice(&iph);
     f.extend_from_slice(&1000u16.to_be_bytes());
@@ -650,12 +688,7 @@ fn udp_partial(payload: &[u8]) -> Vec<u8> {
 /// Whether the UDP checksum of an IPv4 frame verifies.
 fn udp_checksum_ok(f: &[u8]) -> bool {
     let ulen = u16::from_be_bytes([f[38], f[39]]);
-    let mut buf = Vec::new();
-    buf.extend_from_slice(&f[26..34]);
-    buf.extend_from_slice(&[0, 17]);
-    buf.extend_from_slice(&ulen.to_be_bytes());
-    buf.extend_from_slice(&f[34..34 + ulen as usize]);
-    csum(&buf) == 0
+    l4_checksum_ok(f, 17, ulen as usize)
 }
 
 fn is_udp(f: &[u8]) -> bool {
@@ -664,12 +697,11 @@ fn is_udp(f: &[u8]) -> bool {
 
 #[test]
 fn checksum_offload_end_to_end() {
-    let ns = Netns::create("csum");
-    let el = EventLoop::start("virtio-net-test").unwrap();
+    let lan = Lan::new("csum");
     let csum_feats = vnet::F_CSUM | vnet::F_GUEST_CSUM;
-    let mut a = NetDev::new(ns.tap(), MAC_A, &el.handle(), want() | csum_feats);
+    let mut a = lan.dev(MAC_A, want() | csum_feats);
     // B without GUEST_CSUM: the host must complete the checksum for it.
-    let mut b = NetDev::new(ns.tap(), MAC_B, &el.handle(), want());
+    let mut b = lan.dev(MAC_B, want());
     let payload: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
     let f = udp_partial(&payload);
     assert!(!udp_checksum_ok(&f), "the frame as sent is only partial");
@@ -690,7 +722,7 @@ fn checksum_offload_end_to_end() {
     assert_eq!(b.last_hdr[0] & vnet::HDR_F_NEEDS_CSUM, 0);
 
     // B2 with GUEST_CSUM: the frame arrives still partial, flagged NEEDS_CSUM.
-    let mut b2 = NetDev::new(ns.tap(), MAC_B, &el.handle(), want() | csum_feats);
+    let mut b2 = lan.dev(MAC_B, want() | csum_feats);
     drop(b);
     a.queue_frame_hdr(&hdr, &f);
     a.drv.kick(1);
@@ -707,10 +739,9 @@ fn checksum_offload_end_to_end() {
 
 #[test]
 fn tx_offload_not_negotiated_and_malformed_tx_chains_are_dropped() {
-    let ns = Netns::create("badtx");
-    let el = EventLoop::start("virtio-net-test").unwrap();
-    let mut a = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
-    let mut b = NetDev::new(ns.tap(), MAC_B, &el.handle(), want());
+    let lan = Lan::new("badtx");
+    let mut a = lan.dev(MAC_A, want());
+    let mut b = lan.dev(MAC_B, want());
     // NEEDS_CSUM without CSUM, and a TSO header without HOST_TSO4.
     for (flags, gso) in [(1u8, 0u8), (0, 1), (0, 0x80), (0, 77)] {
         let f = test_frame(MAC_B, MAC_A, 100, 300);
@@ -718,12 +749,7 @@ fn tx_offload_not_negotiated_and_malformed_tx_chains_are_dropped() {
         let mut hdr = [0u8; HDR];
         hdr[0] = flags;
         hdr[1] = gso;
-        a.drv.mem.write_slice(&hdr, GuestAddress(buf)).unwrap();
-        a.drv
-            .mem
-            .write_slice(&f, GuestAddress(buf + HDR as u64))
-            .unwrap();
-        a.drv.add_chain(1, &[(buf, (HDR + f.len()) as u32, 0)]);
+        a.put_tx(buf, &hdr, &f);
         a.drv.kick(1);
         a.drv.wait_used(1, T);
     }
@@ -752,10 +778,9 @@ fn tx_offload_not_negotiated_and_malformed_tx_chains_are_dropped() {
 
 #[test]
 fn rx_waits_for_buffers_instead_of_dropping() {
-    let ns = Netns::create("rxwait");
-    let el = EventLoop::start("virtio-net-test").unwrap();
-    let mut a = NetDev::new(ns.tap(), MAC_A, &el.handle(), want());
-    let mut b = NetDev::new(ns.tap(), MAC_B, &el.handle(), want());
+    let lan = Lan::new("rxwait");
+    let mut a = lan.dev(MAC_A, want());
+    let mut b = lan.dev(MAC_B, want());
     // Consume B's 256 buffers with 256 frames, then send 50 more while B
     // has none posted; they must arrive once B posts buffers again.
     let mut seen = Vec::new();
@@ -791,20 +816,7 @@ fn rx_waits_for_buffers_instead_of_dropping() {
 /// pseudo-header sum (as a guest using offloads sends it).
 fn tcp_partial(payload: &[u8], seq: u32) -> Vec<u8> {
     let tlen = (20 + payload.len()) as u16;
-    let (src, dst) = (GUEST_IP, [10, 0, 0, 3]);
-    let mut iph = vec![0x45, 0];
-    iph.extend_from_slice(&(20 + tlen).to_be_bytes());
-    iph.extend_from_slice(&[0, 3, 0x40, 0, 64, 6, 0, 0]);
-    iph.extend_from_slice(&src);
-    iph.extend_from_slice(&dst);
-    let c = csum(&iph);
-    iph[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src);
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, 6]);
-    pseudo.extend_from_slice(&tlen.to_be_bytes());
-    let partial = !csum(&pseudo);
+    let (iph, partial) = ipv4_a_to_b(6, 3, tlen);
     let mut f = eth(MAC_B, MAC_A, 0x0800);
     f.extend_from_slice(&iph);
     f.extend_from_slice(&4000u16.to_be_bytes());
@@ -825,22 +837,15 @@ fn is_tcp(f: &[u8]) -> bool {
 
 fn tcp_checksum_ok(f: &[u8]) -> bool {
     let total = u16::from_be_bytes([f[16], f[17]]) as usize;
-    let tlen = total - 20;
-    let mut buf = Vec::new();
-    buf.extend_from_slice(&f[26..34]);
-    buf.extend_from_slice(&[0, 6]);
-    buf.extend_from_slice(&(tlen as u16).to_be_bytes());
-    buf.extend_from_slice(&f[34..34 + tlen]);
-    csum(&buf) == 0
+    l4_checksum_ok(f, 6, total - 20)
 }
 
 #[test]
 fn tso_frames_are_segmented_or_passed_whole() {
-    let ns = Netns::create("tso");
-    let el = EventLoop::start("virtio-net-test").unwrap();
+    let lan = Lan::new("tso");
     let offl = vnet::F_CSUM | vnet::F_GUEST_CSUM | vnet::F_HOST_TSO4 | vnet::F_GUEST_TSO4;
-    let mut a = NetDev::new(ns.tap(), MAC_A, &el.handle(), want() | offl);
-    let mut b = NetDev::new(ns.tap(), MAC_B, &el.handle(), want());
+    let mut a = lan.dev(MAC_A, want() | offl);
+    let mut b = lan.dev(MAC_B, want());
     let payload: Vec<u8> = (0..3000u32).map(|i| (i * 13 + 5) as u8).collect();
     let f = tcp_partial(&payload, 1000);
     let mut hdr = [0u8; HDR];
@@ -852,12 +857,7 @@ fn tso_frames_are_segmented_or_passed_whole() {
     hdr[8..10].copy_from_slice(&16u16.to_le_bytes()); // csum_offset
     let send_big = |a: &mut NetDev| {
         let buf = a.drv.alloc(8192, 64);
-        a.drv.mem.write_slice(&hdr, GuestAddress(buf)).unwrap();
-        a.drv
-            .mem
-            .write_slice(&f, GuestAddress(buf + HDR as u64))
-            .unwrap();
-        a.drv.add_chain(1, &[(buf, (HDR + f.len()) as u32, 0)]);
+        a.put_tx(buf, &hdr, &f);
         a.drv.kick(1);
     };
     // B negotiated no offloads: three 1000-byte segments, checksums done.
@@ -875,7 +875,7 @@ fn tso_frames_are_segmented_or_passed_whole() {
     drop(b);
 
     // B2 takes TSO itself: one 3054-byte GSO frame over 2 mergeable buffers.
-    let mut b2 = NetDev::new(ns.tap(), MAC_B, &el.handle(), want() | offl);
+    let mut b2 = lan.dev(MAC_B, want() | offl);
     send_big(&mut a);
     let got = b2.recv_where("the whole GSO frame", is_tcp);
     assert_eq!(got.len(), f.len());

@@ -74,6 +74,25 @@ impl RawImage {
         Ok(())
     }
 
+    /// Discard and write-zeroes: makes `len` bytes at `offset` read as
+    /// zero with fallocate `mode` (hole punching or zero range), keeping the
+    /// file's size. Discard is advisory; a file system without `mode` simply
+    /// keeps the data, but we promise zeroes, so it gets them written.
+    fn zero_range(&self, mode: libc::c_int, offset: u64, len: u64) -> Result<(), BlockError> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        check_range(offset, len, self.size)?;
+        if len == 0 {
+            return Ok(());
+        }
+        match self.fallocate(mode | libc::FALLOC_FL_KEEP_SIZE, offset, len) {
+            Ok(()) => Ok(()),
+            Err(e) if Self::unsupported(&e) => self.write_zero_bytes(offset, len),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     fn unsupported(e: &io::Error) -> bool {
         matches!(
             e.raw_os_error(),
@@ -110,43 +129,11 @@ impl DiskImage for RawImage {
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<(), BlockError> {
-        if self.read_only {
-            return Err(BlockError::ReadOnly);
-        }
-        check_range(offset, len, self.size)?;
-        if len == 0 {
-            return Ok(());
-        }
-        match self.fallocate(
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset,
-            len,
-        ) {
-            Ok(()) => Ok(()),
-            // Discard is advisory; a file system without hole punching
-            // simply keeps the data, but we promise zeroes, so write them.
-            Err(e) if Self::unsupported(&e) => self.write_zero_bytes(offset, len),
-            Err(e) => Err(self.err(e)),
-        }
+        self.zero_range(libc::FALLOC_FL_PUNCH_HOLE, offset, len)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), BlockError> {
-        if self.read_only {
-            return Err(BlockError::ReadOnly);
-        }
-        check_range(offset, len, self.size)?;
-        if len == 0 {
-            return Ok(());
-        }
-        match self.fallocate(
-            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
-            offset,
-            len,
-        ) {
-            Ok(()) => Ok(()),
-            Err(e) if Self::unsupported(&e) => self.write_zero_bytes(offset, len),
-            Err(e) => Err(self.err(e)),
-        }
+        self.zero_range(libc::FALLOC_FL_ZERO_RANGE, offset, len)
     }
 
     fn read_only(&self) -> bool {

@@ -1029,7 +1029,20 @@ mod tests {
         }
     }
 
+    /// A fresh controller whose command byte the guest set to `v`.
+    fn rig_with_ctr(v: u8) -> Rig {
+        let mut r = rig();
+        r.set_ctr(v);
+        r
+    }
+
     impl Rig {
+        /// Presses and releases `k`; whether both events were taken.
+        fn tap(&mut self, k: KeyCode) -> bool {
+            let down = self.dev.key_event(k, true);
+            let up = self.dev.key_event(k, false);
+            down && up
+        }
         fn status(&mut self) -> u8 {
             let mut d = [0u8];
             self.dev.read(4, &mut d);
@@ -1085,8 +1098,7 @@ mod tests {
 
     #[test]
     fn self_test_and_interface_tests() {
-        let mut r = rig();
-        r.set_ctr(0); // no interrupts: just the buffer
+        let mut r = rig_with_ctr(0); // no interrupts: just the buffer
         r.cmd(0xAA);
         let s = r.status();
         assert_ne!(s & status::OBF, 0);
@@ -1109,8 +1121,7 @@ mod tests {
 
     #[test]
     fn command_byte_round_trip_and_enable_bits() {
-        let mut r = rig();
-        r.set_ctr(0x47);
+        let mut r = rig_with_ctr(0x47);
         assert_eq!(r.status() & status::CMD, 0);
         r.cmd(0x20);
         assert_eq!(r.data(), 0x47);
@@ -1137,8 +1148,7 @@ mod tests {
 
     #[test]
     fn keyboard_reset_identify_echo() {
-        let mut r = rig();
-        r.set_ctr(0); // no translation
+        let mut r = rig_with_ctr(0); // no translation
         r.put(0xFF);
         assert_eq!(r.drain(), vec![0xFA, 0xAA]);
         r.put(0xF2);
@@ -1165,8 +1175,7 @@ mod tests {
 
     #[test]
     fn scancode_set_get_and_set() {
-        let mut r = rig();
-        r.set_ctr(0);
+        let mut r = rig_with_ctr(0);
         r.put(0xF0);
         r.put(0x00);
         assert_eq!(r.drain(), vec![0xFA, 0xFA, 0x02]);
@@ -1176,14 +1185,12 @@ mod tests {
         r.put(0xF0);
         r.put(0x00);
         assert_eq!(r.drain(), vec![0xFA, 0xFA, 0x01]);
-        r.dev.key_event(KeyCode::A, true);
-        r.dev.key_event(KeyCode::A, false);
+        r.tap(KeyCode::A);
         assert_eq!(r.drain(), vec![0x1E, 0x9E]);
         r.put(0xF0);
         r.put(0x03);
         r.drain();
-        r.dev.key_event(KeyCode::F1, true);
-        r.dev.key_event(KeyCode::F1, false);
+        r.tap(KeyCode::F1);
         assert_eq!(r.drain(), vec![0x07, 0xF0, 0x07]);
         r.put(0xF0);
         r.put(0x09); // no such set
@@ -1200,68 +1207,61 @@ mod tests {
 
     #[test]
     fn key_press_set1_with_xlate_set2_without() {
-        let mut r = rig();
-        r.set_ctr(ctr::KBD_INT | ctr::XLATE);
-        assert!(r.dev.key_event(KeyCode::A, true));
-        assert!(r.dev.key_event(KeyCode::A, false));
+        let mut r = rig_with_ctr(ctr::KBD_INT | ctr::XLATE);
+        assert!(r.tap(KeyCode::A));
         assert_eq!(r.drain(), vec![0x1E, 0x9E]);
         r.set_ctr(ctr::KBD_INT);
-        r.dev.key_event(KeyCode::A, true);
-        r.dev.key_event(KeyCode::A, false);
+        r.tap(KeyCode::A);
         assert_eq!(r.drain(), vec![0x1C, 0xF0, 0x1C]);
     }
 
     #[test]
     fn extended_keys() {
-        let mut r = rig();
-        r.set_ctr(ctr::XLATE);
-        r.dev.key_event(KeyCode::Up, true);
-        r.dev.key_event(KeyCode::Up, false);
+        let mut r = rig_with_ctr(ctr::XLATE);
+        r.tap(KeyCode::Up);
         assert_eq!(r.drain(), vec![0xE0, 0x48, 0xE0, 0xC8]);
         r.dev.key_event(KeyCode::Down, true);
         assert_eq!(r.drain(), vec![0xE0, 0x50]);
-        r.dev.key_event(KeyCode::PrintScreen, true);
-        r.dev.key_event(KeyCode::PrintScreen, false);
+        r.tap(KeyCode::PrintScreen);
         assert_eq!(
             r.drain(),
             vec![0xE0, 0x2A, 0xE0, 0x37, 0xE0, 0xB7, 0xE0, 0xAA]
         );
         r.set_ctr(0);
-        r.dev.key_event(KeyCode::Up, true);
-        r.dev.key_event(KeyCode::Up, false);
+        r.tap(KeyCode::Up);
         assert_eq!(r.drain(), vec![0xE0, 0x75, 0xE0, 0xF0, 0x75]);
+    }
+
+    /// The bytes a translating controller gives the guest after `feed`
+    /// handed its keyboard keys, which the keyboard must have taken.
+    fn translated(feed: impl FnOnce(&mut I8042) -> bool) -> Vec<u8> {
+        let mut r = rig_with_ctr(ctr::XLATE);
+        assert!(feed(&mut r.dev));
+        r.drain()
     }
 
     #[test]
     fn combo_presses_then_releases_in_reverse() {
-        let mut r = rig();
-        r.set_ctr(ctr::XLATE);
         let keys = crate::devices::keys::parse_key_combo("ctrl-alt-delete").unwrap();
-        assert!(r.dev.key_combo(&keys));
         assert_eq!(
-            r.drain(),
+            translated(|d| d.key_combo(&keys)),
             vec![0x1D, 0x38, 0xE0, 0x53, 0xE0, 0xD3, 0xB8, 0x9D]
         );
     }
 
     #[test]
     fn typing_text_with_shift() {
-        let mut r = rig();
-        r.set_ctr(ctr::XLATE);
         let keys = crate::devices::keys::keys_for_text("lS\n").unwrap();
-        assert!(r.dev.type_keys(&keys));
         assert_eq!(
-            r.drain(),
+            translated(|d| d.type_keys(&keys)),
             vec![0x26, 0xA6, 0x2A, 0x1F, 0x9F, 0xAA, 0x1C, 0x9C]
         );
     }
 
     #[test]
     fn one_rising_edge_per_byte() {
-        let mut r = rig();
-        r.set_ctr(ctr::KBD_INT | ctr::SYS | ctr::XLATE);
-        r.dev.key_event(KeyCode::Up, true);
-        r.dev.key_event(KeyCode::Up, false);
+        let mut r = rig_with_ctr(ctr::KBD_INT | ctr::SYS | ctr::XLATE);
+        r.tap(KeyCode::Up);
         r.dev.key_combo(&[KeyCode::ShiftLeft, KeyCode::A]);
         r.dev
             .type_keys(&[(KeyCode::L, false), (KeyCode::Enter, false)]);
@@ -1280,8 +1280,7 @@ mod tests {
 
     #[test]
     fn releases_are_never_lost_and_never_stray() {
-        let mut r = rig();
-        r.set_ctr(ctr::XLATE);
+        let mut r = rig_with_ctr(ctr::XLATE);
         // A release with no press: nothing.
         assert!(!r.dev.key_event(KeyCode::ShiftLeft, false));
         assert!(r.drain().is_empty());
@@ -1325,8 +1324,7 @@ mod tests {
 
     #[test]
     fn irq1_only_when_enabled_and_one_byte_at_a_time() {
-        let mut r = rig();
-        r.set_ctr(ctr::XLATE); // KBD_INT off
+        let mut r = rig_with_ctr(ctr::XLATE); // KBD_INT off
         r.dev.key_event(KeyCode::B, true);
         assert_ne!(r.status() & status::OBF, 0);
         assert!(!r.irq1.level());
@@ -1360,8 +1358,7 @@ mod tests {
 
     #[test]
     fn disabled_keyboard_interface_holds_bytes() {
-        let mut r = rig();
-        r.set_ctr(ctr::KBD_INT | ctr::KBD_DIS | ctr::XLATE);
+        let mut r = rig_with_ctr(ctr::KBD_INT | ctr::KBD_DIS | ctr::XLATE);
         r.dev.key_event(KeyCode::Escape, true);
         assert_eq!(r.status() & status::OBF, 0);
         assert!(!r.irq1.level());
@@ -1373,8 +1370,7 @@ mod tests {
 
     #[test]
     fn scanning_disabled_drops_keys() {
-        let mut r = rig();
-        r.set_ctr(0);
+        let mut r = rig_with_ctr(0);
         r.put(0xF5);
         assert_eq!(r.drain(), vec![0xFA]);
         assert!(!r.dev.key_event(KeyCode::A, true));
@@ -1387,8 +1383,7 @@ mod tests {
 
     #[test]
     fn write_output_buffers_and_aux_flag() {
-        let mut r = rig();
-        r.set_ctr(ctr::KBD_INT | ctr::AUX_INT);
+        let mut r = rig_with_ctr(ctr::KBD_INT | ctr::AUX_INT);
         r.cmd(0xD2);
         r.put(0x5A);
         let s = r.status();
@@ -1413,8 +1408,7 @@ mod tests {
 
     #[test]
     fn mouse_reset_id_and_status() {
-        let mut r = rig();
-        r.set_ctr(ctr::AUX_INT);
+        let mut r = rig_with_ctr(ctr::AUX_INT);
         let send = |r: &mut Rig, b: u8| {
             r.cmd(0xD4);
             r.put(b);
@@ -1454,8 +1448,7 @@ mod tests {
 
     #[test]
     fn mouse_movement_packets() {
-        let mut r = rig();
-        r.set_ctr(ctr::AUX_INT);
+        let mut r = rig_with_ctr(ctr::AUX_INT);
         // Disabled mouse: nothing.
         r.dev.mouse_move(5, 5, 0, 0);
         assert!(r.drain().is_empty());
@@ -1484,8 +1477,7 @@ mod tests {
 
     #[test]
     fn intellimouse_packet_has_wheel_byte() {
-        let mut r = rig();
-        r.set_ctr(0);
+        let mut r = rig_with_ctr(0);
         for b in [0xF3, 200, 0xF3, 100, 0xF3, 80, 0xF4] {
             r.cmd(0xD4);
             r.put(b);
@@ -1497,8 +1489,7 @@ mod tests {
 
     #[test]
     fn keyboard_bytes_come_before_mouse_bytes() {
-        let mut r = rig();
-        r.set_ctr(ctr::KBD_INT | ctr::AUX_INT | ctr::XLATE);
+        let mut r = rig_with_ctr(ctr::KBD_INT | ctr::AUX_INT | ctr::XLATE);
         r.cmd(0xD4);
         r.put(0xF4);
         assert_eq!(r.data(), 0xFA);
@@ -1538,8 +1529,7 @@ mod tests {
 
     #[test]
     fn queue_overflow_drops_without_panic() {
-        let mut r = rig();
-        r.set_ctr(ctr::KBD_INT);
+        let mut r = rig_with_ctr(ctr::KBD_INT);
         let mut accepted = 0;
         for _ in 0..1000 {
             if r.dev.key_event(KeyCode::Up, true) {
@@ -1662,8 +1652,7 @@ mod tests {
     /// without looking at OBF: repeated reads must keep returning it.
     #[test]
     fn grub_at_keyboard_controller_read() {
-        let mut r = rig();
-        r.set_ctr(ctr::AUX_DIS | ctr::XLATE | ctr::KBD_INT);
+        let mut r = rig_with_ctr(ctr::AUX_DIS | ctr::XLATE | ctr::KBD_INT);
         r.cmd(0x20);
         for _ in 0..5 {
             assert_eq!(r.data(), ctr::AUX_DIS | ctr::XLATE | ctr::KBD_INT);

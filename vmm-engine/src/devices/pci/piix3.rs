@@ -152,89 +152,104 @@ impl PciDevice for Piix3 {
     fn bar_write(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
 }
 
-/// The PIIX3 reset control register, port 0xCF9.
-pub struct ResetControl {
+/// A one-byte port at offset 0 whose write can request a machine reset:
+/// the part [`ResetControl`] and [`SystemControlA`] share. A write keeps
+/// the bits in `keep`; one with `reset_bit` set requests a reset.
+/// Reads beyond the byte, and writes to other offsets, are ignored (0xff).
+struct ResetLatch {
     value: u8,
     power: PowerHandle,
+    keep: u8,
+    reset_bit: u8,
+    /// For the debug log: how the guest asked for the reset.
+    what: &'static str,
 }
+
+impl ResetLatch {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+        if offset == 0 {
+            if let Some(b) = data.first_mut() {
+                *b = self.value;
+            }
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let (0, Some(&v)) = (offset, data.first()) else {
+            return;
+        };
+        self.value = v & self.keep;
+        if v & self.reset_bit != 0 {
+            debug!("piix3: {} ({v:#04x})", self.what);
+            self.power.request(PowerEvent::Reset);
+        }
+    }
+}
+
+/// The PIIX3 reset control register, port 0xCF9.
+pub struct ResetControl(ResetLatch);
 
 const RC_SRST: u8 = 1 << 1;
 const RC_RCPU: u8 = 1 << 2;
 
 impl ResetControl {
     pub fn new(power: PowerHandle) -> Self {
-        ResetControl { value: 0, power }
+        ResetControl(ResetLatch {
+            value: 0,
+            power,
+            keep: RC_SRST,
+            reset_bit: RC_RCPU,
+            what: "reset through 0xcf9",
+        })
     }
     /// The stored register (SRST only).
     pub fn value(&self) -> u8 {
-        self.value
+        self.0.value
     }
     /// Machine reset: the register reads 0.
     pub fn reset(&mut self) {
-        self.value = 0;
+        self.0.value = 0;
     }
 }
 
 impl BusDevice for ResetControl {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        data.fill(0xff);
-        if offset == 0 {
-            if let Some(b) = data.first_mut() {
-                *b = self.value;
-            }
-        }
+        self.0.read(offset, data)
     }
-
     fn write(&mut self, offset: u64, data: &[u8]) {
-        let (0, Some(&v)) = (offset, data.first()) else {
-            return;
-        };
-        self.value = v & RC_SRST;
-        if v & RC_RCPU != 0 {
-            debug!("piix3: reset through 0xcf9 ({v:#04x})");
-            self.power.request(PowerEvent::Reset);
-        }
+        self.0.write(offset, data)
     }
 }
 
 /// System Control Port A, port 0x92.
-pub struct SystemControlA {
-    value: u8,
-    power: PowerHandle,
-}
+pub struct SystemControlA(ResetLatch);
 
 const SCA_FAST_RESET: u8 = 1 << 0;
 const SCA_A20: u8 = 1 << 1;
 
 impl SystemControlA {
     pub fn new(power: PowerHandle) -> Self {
-        SystemControlA { value: 0, power }
+        SystemControlA(ResetLatch {
+            value: 0,
+            power,
+            keep: !SCA_FAST_RESET,
+            reset_bit: SCA_FAST_RESET,
+            what: "fast reset through port 0x92",
+        })
     }
     /// Whether the guest has opened the A20 gate through this port.
     pub fn a20_enabled(&self) -> bool {
-        self.value & SCA_A20 != 0
+        self.0.value & SCA_A20 != 0
     }
 }
 
 impl BusDevice for SystemControlA {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        data.fill(0xff);
-        if offset == 0 {
-            if let Some(b) = data.first_mut() {
-                *b = self.value;
-            }
-        }
+        self.0.read(offset, data)
     }
-
     fn write(&mut self, offset: u64, data: &[u8]) {
-        let (0, Some(&v)) = (offset, data.first()) else {
-            return;
-        };
-        self.value = v & !SCA_FAST_RESET;
-        if v & SCA_FAST_RESET != 0 {
-            debug!("piix3: fast reset through port 0x92");
-            self.power.request(PowerEvent::Reset);
-        }
+        self.0.write(offset, data)
     }
 }
 
@@ -292,16 +307,6 @@ impl BusDevice for Elcr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    type Levels = Arc<Mutex<Vec<(u32, bool)>>>;
-
-    fn router() -> (Arc<PciIntxRouter>, Levels) {
-        let log: Levels = Arc::default();
-        let l = log.clone();
-        let r = PciIntxRouter::new(Arc::new(move |gsi, lvl| l.lock().unwrap().push((gsi, lvl))));
-        (r, log)
-    }
 
     fn read_cfg(d: &mut Piix3, off: usize, len: usize) -> Vec<u8> {
         let mut b = vec![0u8; len];
@@ -311,7 +316,7 @@ mod tests {
 
     #[test]
     fn identity() {
-        let (r, _) = router();
+        let (r, _) = PciIntxRouter::recording();
         let mut d = Piix3::new(r);
         assert_eq!(read_cfg(&mut d, 0, 4), [0x86, 0x80, 0x00, 0x70]);
         assert_eq!(read_cfg(&mut d, 8, 4), [0x00, 0x00, 0x01, 0x06]);
@@ -330,7 +335,7 @@ mod tests {
 
     #[test]
     fn pirq_registers_are_the_router() {
-        let (r, _) = router();
+        let (r, _) = PciIntxRouter::recording();
         let mut d = Piix3::new(r.clone());
         assert_eq!(read_cfg(&mut d, 0x60, 4), [0x80; 4]);
         // SeaBIOS: 10, 10, 11, 11, byte by byte.
@@ -418,7 +423,7 @@ mod tests {
 
     #[test]
     fn reset_disables_routing() {
-        let (r, levels) = router();
+        let (r, levels) = PciIntxRouter::recording();
         let mut d = Piix3::new(r.clone());
         d.config_write(0x60, &[10, 10, 11, 11]);
         d.config_write(0x4c, &[0]);

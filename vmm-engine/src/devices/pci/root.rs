@@ -505,6 +505,21 @@ struct RouterState {
 /// Default PIRQ route register value: routing disabled.
 pub const PIRQ_DISABLED: u8 = 0x80;
 
+/// The (ISA IRQ, level) pairs a recording router drove, in order (tests).
+#[cfg(test)]
+pub(crate) type RecordedLevels = Arc<Mutex<Vec<(u32, bool)>>>;
+
+#[cfg(test)]
+impl PciIntxRouter {
+    /// A router that records every level it drives (tests).
+    pub(crate) fn recording() -> (Arc<Self>, RecordedLevels) {
+        let log: RecordedLevels = Arc::default();
+        let l = log.clone();
+        let r = PciIntxRouter::new(Arc::new(move |gsi, lvl| l.lock().unwrap().push((gsi, lvl))));
+        (r, log)
+    }
+}
+
 impl PciIntxRouter {
     /// A router that drives ISA IRQ levels through `set_gsi`.
     pub fn new(set_gsi: GsiSetter) -> Arc<Self> {
@@ -1032,15 +1047,6 @@ mod tests {
         assert_eq!(events.lock().unwrap().len(), 1);
     }
 
-    type Levels = Arc<Mutex<Vec<(u32, bool)>>>;
-
-    fn router() -> (Arc<PciIntxRouter>, Levels) {
-        let log: Levels = Arc::default();
-        let l = log.clone();
-        let r = PciIntxRouter::new(Arc::new(move |gsi, lvl| l.lock().unwrap().push((gsi, lvl))));
-        (r, log)
-    }
-
     #[test]
     fn pirq_swizzle_matches_seabios() {
         // SeaBIOS piix_pci_slot_get_irq: pci_irqs[(pin - 1 + slot - 1) & 3].
@@ -1057,7 +1063,7 @@ mod tests {
 
     #[test]
     fn intx_routes_and_shares() {
-        let (r, levels) = router();
+        let (r, levels) = PciIntxRouter::recording();
         // Slot 3 INTA and slot 7 INTA both use PIRQC.
         let a = r.irq_line_for(3, 1);
         let b = r.irq_line_for(7, 1);
@@ -1087,7 +1093,7 @@ mod tests {
 
     #[test]
     fn intx_route_change_moves_the_level() {
-        let (r, levels) = router();
+        let (r, levels) = PciIntxRouter::recording();
         for (n, irq) in [10u8, 10, 11, 11].iter().enumerate() {
             r.set_route(n, *irq);
         }
@@ -1130,7 +1136,7 @@ mod tests {
         use crate::devices::pci::i440fx::{I440fx, PamMode, I440FX_DEVFN};
         use crate::devices::pci::piix3::{Piix3, PIIX3_DEVFN};
         let m = machine();
-        let (router, levels) = router();
+        let (router, levels) = PciIntxRouter::recording();
         let host = Arc::new(Mutex::new(I440fx::new()));
         let pam_seen = Arc::new(Mutex::new(None));
         let seen = pam_seen.clone();

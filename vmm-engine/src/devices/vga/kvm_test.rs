@@ -14,7 +14,6 @@ use kvm_ioctls::{Kvm, VcpuExit, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::*;
-use crate::bus::Bus;
 
 const ROM_PATH: &str = "/usr/share/seabios/vgabios-stdvga.bin";
 const LFB: u64 = 0xe000_0000;
@@ -172,13 +171,7 @@ fn vga_bios_drives_the_device_under_kvm() {
         vga.bar_remapped(BAR_LFB, lfb);
     }
 
-    let io = Bus::new();
-    for (d, base, len) in vga.io_devices() {
-        io.insert(d, base, len).unwrap();
-    }
-    let mmio = Bus::new();
-    let (d, base, len) = vga.legacy_window();
-    mmio.insert(d, base, len).unwrap();
+    let (io, mmio) = super::tests::buses(&vga);
 
     let mut vcpu = vm.create_vcpu(0).unwrap();
     let mut sregs = vcpu.get_sregs().unwrap();

@@ -243,6 +243,10 @@ impl GraphicLayout {
         let wrap = mem.len() - 1;
         let byte = |a: usize| mem[a & wrap];
         let pmask = mask16(self.plane_enable);
+        // The four planes' bytes at `a` (plane n in bits 8n..8n+7), less
+        // the planes Color Plane Enable turns off.
+        let planes =
+            |a: usize| u32::from_le_bytes([byte(a), byte(a + 1), byte(a + 2), byte(a + 3)]) & pmask;
         let mut addr1 = self.start as usize;
         let mut y1 = 0usize;
         let mut multi_run = self.multi_scan;
@@ -267,12 +271,7 @@ impl GraphicLayout {
                     Packing::Planar4 => {
                         for (g, group) in line.chunks_mut(32).enumerate() {
                             let a = addr + g * 4;
-                            let d = u32::from_le_bytes([
-                                byte(a),
-                                byte(a + 1),
-                                byte(a + 2),
-                                byte(a + 3),
-                            ]) & pmask;
+                            let d = planes(a);
                             for (i, px) in group.chunks_exact_mut(4).enumerate() {
                                 let bit = 7 - i;
                                 let c = ((d >> bit) & 1)
@@ -286,12 +285,7 @@ impl GraphicLayout {
                     Packing::Cga2 => {
                         for (g, group) in line.chunks_mut(32).enumerate() {
                             let a = addr + g * 4;
-                            let d = u32::from_le_bytes([
-                                byte(a),
-                                byte(a + 1),
-                                byte(a + 2),
-                                byte(a + 3),
-                            ]) & pmask;
+                            let d = planes(a);
                             for (i, px) in group.chunks_exact_mut(4).enumerate() {
                                 // Pixels 0-3 from planes 0/2, 4-7 from 1/3.
                                 let (lo, hi) = if i < 4 { (0, 16) } else { (8, 24) };

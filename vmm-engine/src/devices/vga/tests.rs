@@ -5,6 +5,19 @@ use super::*;
 use crate::bus::Bus;
 use crate::devices::pci::reg;
 
+/// An I/O bus with the adapter's ports and an MMIO bus with its legacy
+/// window, wired as the machine wires them (also used by the KVM test).
+pub(super) fn buses(vga: &StdVga) -> (Bus, Bus) {
+    let io = Bus::new();
+    for (d, base, len) in vga.io_devices() {
+        io.insert(d, base, len).unwrap();
+    }
+    let mmio = Bus::new();
+    let (d, base, len) = vga.legacy_window();
+    mmio.insert(d, base, len).unwrap();
+    (io, mmio)
+}
+
 struct Rig {
     vga: StdVga,
     h: VgaHandle,
@@ -15,13 +28,7 @@ struct Rig {
 impl Rig {
     fn new() -> Rig {
         let vga = StdVga::new(vec![0x55, 0xaa, 0x40, 0xcb]).unwrap();
-        let io = Bus::new();
-        for (d, base, len) in vga.io_devices() {
-            io.insert(d, base, len).unwrap();
-        }
-        let mmio = Bus::new();
-        let (d, base, len) = vga.legacy_window();
-        mmio.insert(d, base, len).unwrap();
+        let (io, mmio) = buses(&vga);
         let h = vga.handle();
         Rig { vga, h, io, mmio }
     }
