@@ -111,6 +111,31 @@ fn pause_stops_progress_and_resume_continues() {
     con.wait_stopped(T);
 }
 
+/// A UI and the control socket may ask at the same moment: four threads
+/// pausing (then resuming) at once pause (resume) the VM exactly once.
+#[test]
+fn concurrent_pause_and_resume_each_happen_once() {
+    let (vm, mut con) = boot(spec("noecho action=count", 64));
+    con.wait_for("tick 3\n", T);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| vm.pause());
+        }
+    });
+    assert_eq!(vm.state(), VmState::Paused);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| vm.resume());
+        }
+    });
+    assert_eq!(vm.state(), VmState::Running);
+    vm.power_off();
+    con.wait_stopped(T);
+    let count = |e: &VmEvent| con.events.iter().filter(|x| *x == e).count();
+    assert_eq!(count(&VmEvent::Paused), 1, "{:?}", con.events);
+    assert_eq!(count(&VmEvent::Resumed), 1, "{:?}", con.events);
+}
+
 #[test]
 fn two_vcpus_boot() {
     let mut s = spec("noecho action=poweroff", 64);

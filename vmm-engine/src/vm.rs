@@ -259,6 +259,9 @@ pub struct Vm {
     events: Receiver<VmEvent>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
     first: Mutex<Option<Machine>>,
+    /// Held across a pause or resume (check, act, new state), so that two
+    /// callers (a UI and the control socket) can't both pass the check.
+    switching: Mutex<()>,
 }
 
 impl Vm {
@@ -292,6 +295,7 @@ impl Vm {
             events: rx,
             supervisor: Mutex::new(None),
             first: Mutex::new(Some(machine)),
+            switching: Mutex::new(()),
         })
     }
 
@@ -353,6 +357,7 @@ impl Vm {
     /// `from`, applies `act` to the machine, then enters `to` and tells
     /// the listeners `event`; otherwise does nothing.
     fn switch(&self, from: VmState, act: impl FnOnce(&Machine), to: VmState, event: VmEvent) {
+        let _one_at_a_time = self.switching.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = self.shared.machine() {
             if self.state() == from {
                 act(&m);
