@@ -20,6 +20,8 @@ pub struct App {
     pub model: Model,
     pub wizard: Option<Wizard>,
     pub windows: Vec<VmWindow>,
+    /// VMs whose serial console has a window of its own.
+    pub serial_windows: Vec<String>,
     pub delete: Option<DeleteDialog>,
     notices: (
         crossbeam_channel::Sender<String>,
@@ -35,6 +37,7 @@ impl App {
             model,
             wizard: None,
             windows: Vec::new(),
+            serial_windows: Vec::new(),
             delete: None,
             notices: crossbeam_channel::unbounded(),
             quit_requested: false,
@@ -84,6 +87,9 @@ impl App {
         actions.extend(manager::show(ui, &self.model));
         for w in &mut self.windows {
             actions.extend(w.show(&ctx, &mut self.model));
+        }
+        for vm in &self.serial_windows {
+            actions.extend(crate::ui::serial::show_window(&ctx, vm, &mut self.model));
         }
         if let Some(wz) = &mut self.wizard {
             actions.extend(wz.show(&ctx));
@@ -140,6 +146,12 @@ impl App {
             Action::Select(vm) => self.model.selected = Some(vm),
             Action::OpenWindow(vm) => self.open_window(&vm),
             Action::CloseWindow(vm) => self.windows.retain(|w| w.vm != vm),
+            Action::OpenSerialWindow(vm) => {
+                if self.model.definition(&vm).is_some() && !self.serial_windows.contains(&vm) {
+                    self.serial_windows.push(vm);
+                }
+            }
+            Action::CloseSerialWindow(vm) => self.serial_windows.retain(|w| *w != vm),
             Action::NewVmWizard => {
                 if self.wizard.is_none() {
                     self.wizard = Some(Wizard::new(

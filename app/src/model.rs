@@ -69,6 +69,9 @@ pub enum Action {
     Select(String),
     OpenWindow(String),
     CloseWindow(String),
+    /// The VM's serial console in a terminal window of its own.
+    OpenSerialWindow(String),
+    CloseSerialWindow(String),
     NewVmWizard,
     CancelWizard,
     CreateVm(Box<NewVm>),

@@ -153,4 +153,6 @@ fn vm_window_details_and_serial_views() {
     h.snapshot("vm_window_details");
     click(&mut h, "Serial");
     h.snapshot("vm_window_serial");
+    click(&mut h, "Open in a new window");
+    h.snapshot("serial_console_window");
 }

@@ -422,6 +422,27 @@ fn console_keys_and_send_key_reach_the_connection() {
     h.key_press(egui::Key::Enter);
     h.run();
     assert_eq!(conn.lock().vm("g").unwrap().serial_in, b"ls\r".to_vec());
+
+    // The serial console in a terminal window of its own: with the VM
+    // window closed, it is the only terminal, and typing there works too.
+    click(&mut h, "Open in a new window");
+    assert_eq!(h.state().serial_windows, vec!["g".to_string()]);
+    assert!(shows(&h, "g - Serial Console"));
+    // Close the VM window with its own close button (the first window
+    // drawn; the serial window's comes second).
+    h.get_all_by_label("Close window").next().unwrap().click();
+    h.run();
+    assert!(h.state().windows.is_empty(), "the VM window closed");
+    assert_eq!(h.state().serial_windows.len(), 1, "the serial one stays");
+    click(&mut h, "Serial console");
+    h.get_by_label("Serial console").type_text("pwd");
+    h.run();
+    h.key_press(egui::Key::Enter);
+    h.run();
+    assert_eq!(
+        conn.lock().vm("g").unwrap().serial_in,
+        b"ls\rpwd\r".to_vec()
+    );
 }
 
 /// The toolbar drives a real engine VM (the tiny boot-protocol guest, which

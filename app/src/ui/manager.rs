@@ -102,6 +102,9 @@ pub fn show(ui: &mut egui::Ui, model: &Model) -> Vec<Action> {
                 {
                     actions.push(Action::OpenWindow(vm.clone()));
                 }
+                if ui.button("Serial Console").clicked() {
+                    actions.push(Action::OpenSerialWindow(vm.clone()));
+                }
                 if ui
                     .add_enabled(
                         !st.is_active(),

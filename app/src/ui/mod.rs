@@ -67,3 +67,44 @@ pub fn state_color(state: RunState) -> egui::Color32 {
         RunState::Crashed => egui::Color32::from_rgb(0xd0, 0x30, 0x30),
     }
 }
+
+/// Draws `contents` in a window of its own and returns false once the user
+/// has closed it. Under eframe that is an OS window (an egui immediate
+/// viewport); where the backend has a single window (egui_kittest) it is an
+/// egui window inside the main one, with the same contents.
+pub fn own_window(
+    ctx: &egui::Context,
+    id: egui::Id,
+    title: String,
+    size: [f32; 2],
+    min_size: [f32; 2],
+    contents: impl FnOnce(&mut egui::Ui),
+) -> bool {
+    let mut open = true;
+    if ctx.embed_viewports() {
+        egui::Window::new(title)
+            .id(id)
+            .open(&mut open)
+            .default_size(size)
+            .min_size(min_size)
+            .show(ctx, contents);
+    } else {
+        let builder = egui::ViewportBuilder::default()
+            .with_title(title)
+            .with_app_id("vireo")
+            .with_inner_size(size)
+            .with_min_inner_size(min_size);
+        let mut contents = Some(contents);
+        ctx.show_viewport_immediate(egui::ViewportId(id), builder, |ui, _class| {
+            if ui.input(|i| i.viewport().close_requested()) {
+                open = false;
+            }
+            egui::CentralPanel::default().show(ui, |ui| {
+                if let Some(c) = contents.take() {
+                    c(ui)
+                }
+            });
+        });
+    }
+    open
+}

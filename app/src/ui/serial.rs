@@ -288,6 +288,27 @@ pub fn event_bytes(ev: &egui::Event) -> Option<Vec<u8>> {
 }
 
 /// Draws the terminal; returns the bytes the user typed as an action.
+/// The serial console in a terminal window of its own, titled like
+/// virt-manager's ("NAME - Serial Console").
+pub fn show_window(ctx: &egui::Context, vm: &str, model: &mut crate::model::Model) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let open = crate::ui::own_window(
+        ctx,
+        egui::Id::unique(("serial-window", vm)),
+        format!("{vm} - Serial Console"),
+        [740.0, 480.0],
+        [320.0, 200.0],
+        |ui| {
+            let term = &mut model.runtime_mut(vm).terminal;
+            actions.extend(show(ui, vm, term));
+        },
+    );
+    if !open {
+        actions.push(Action::CloseSerialWindow(vm.to_string()));
+    }
+    actions
+}
+
 pub fn show(ui: &mut egui::Ui, vm: &str, term: &mut Terminal) -> Option<Action> {
     let mut action = None;
     ui.horizontal(|ui| {

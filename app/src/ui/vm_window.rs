@@ -6,7 +6,7 @@ use crate::connection::{Frame, RunState};
 use crate::model::{Action, Model};
 use crate::ui::console::{send_key_combos, ConsoleView};
 use crate::ui::details::DetailsView;
-use crate::ui::{serial, shutdown_menu};
+use crate::ui::{own_window, serial, shutdown_menu};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tab {
@@ -37,35 +37,18 @@ impl VmWindow {
         format!("{} - Virtual Machine", self.vm)
     }
 
-    /// Draws the window: its own OS window (an egui immediate viewport)
-    /// where the backend has them, as eframe does on X11 and Wayland;
-    /// otherwise (egui_kittest, or a backend with one window) an egui
-    /// window inside the main one.
+    /// Draws the window, its own OS window where the backend has them
+    /// (see [`own_window`]).
     pub fn show(&mut self, ctx: &egui::Context, model: &mut Model) -> Vec<Action> {
         let mut actions = Vec::new();
-        let mut open = true;
-        if ctx.embed_viewports() {
-            egui::Window::new(self.title())
-                .id(egui::Id::unique(("vm-window", &self.vm)))
-                .open(&mut open)
-                .default_size([760.0, 520.0])
-                .min_size([420.0, 300.0])
-                .show(ctx, |ui| actions.extend(self.show_inside(ui, model)));
-        } else {
-            let id = egui::ViewportId::from_hash_of(("vm-window", &self.vm));
-            let builder = egui::ViewportBuilder::default()
-                .with_title(self.title())
-                .with_app_id("vireo")
-                .with_inner_size([800.0, 560.0])
-                .with_min_inner_size([420.0, 300.0]);
-            ctx.show_viewport_immediate(id, builder, |ui, _class| {
-                if ui.input(|i| i.viewport().close_requested()) {
-                    open = false;
-                }
-                egui::CentralPanel::default()
-                    .show(ui, |ui| actions.extend(self.show_inside(ui, model)));
-            });
-        }
+        let open = own_window(
+            ctx,
+            egui::Id::unique(("vm-window", &self.vm)),
+            self.title(),
+            [800.0, 560.0],
+            [420.0, 300.0],
+            |ui| actions.extend(self.show_inside(ui, model)),
+        );
         if !open {
             actions.push(Action::CloseWindow(self.vm.clone()));
         }
@@ -119,6 +102,16 @@ impl VmWindow {
             ui.selectable_value(&mut self.tab, Tab::Console, "Console");
             ui.selectable_value(&mut self.tab, Tab::Serial, "Serial");
             ui.selectable_value(&mut self.tab, Tab::Details, "Details");
+            if self.tab == Tab::Serial {
+                ui.separator();
+                if ui
+                    .button("Open in a new window")
+                    .on_hover_text("The serial console in a terminal window of its own")
+                    .clicked()
+                {
+                    actions.push(Action::OpenSerialWindow(self.vm.clone()));
+                }
+            }
         });
         ui.separator();
         egui::Panel::bottom(("vm-status", &self.vm)).show(ui, |ui| {
