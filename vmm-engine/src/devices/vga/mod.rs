@@ -335,6 +335,9 @@ struct Renderer {
     last_mode: Option<Mode>,
     last_phases: (bool, bool),
     last_size: (u32, u32),
+    /// `work` holds exactly the published frame (the last render changed
+    /// nothing), so a VBE redraw may convert only the dirty lines.
+    work_is_frame: bool,
 }
 
 struct Shared {
@@ -407,16 +410,21 @@ impl VgaHandle {
         // Ask the mapper outside the state lock: it may take its own
         // locks (the machine's memory slots).
         let mapper = lock(&self.shared.state).mapper.clone();
-        let logged = match mapper.map(|m| m.dirty_pages()) {
+        let log = mapper.map(|m| m.dirty_pages());
+        let logged = match &log {
             None => false,
             Some(Some(bits)) => bits.iter().any(|w| *w != 0),
             Some(None) => true,
         };
+        let dirty_bits = log.flatten();
         let mode;
         let pal16;
+        let partial;
         {
             let mut st = lock(&self.shared.state);
             mode = st.mode();
+            // Only the logged pages changed since a frame still in `work`.
+            partial = !st.dirty && rd.last_mode == Some(mode) && rd.work_is_frame;
             let mut need = logged || st.dirty || rd.last_mode != Some(mode);
             if let Mode::Text(t) = &mode {
                 if (t.cursor.is_some() && phases.0 != rd.last_phases.0)
@@ -467,12 +475,24 @@ impl VgaHandle {
                 (g.width, g.height)
             }
             Mode::Vbe(v) => {
-                v.draw(&self.shared.vram, &rd.pal256, &mut rd.row, &mut rd.work);
+                let only = dirty_bits.as_deref().filter(|_| partial);
+                v.draw(
+                    &self.shared.vram,
+                    &rd.pal256,
+                    &mut rd.row,
+                    &mut rd.work,
+                    only,
+                );
                 (v.width, v.height)
             }
         };
         rd.last_size = (w, h);
-        self.shared.display.present(w, h, &mut rd.work)
+        let complete = rd.work.len() == w as usize * h as usize * 4;
+        let published = self.shared.display.present(w, h, &mut rd.work);
+        // Not published: `work` equals the frame on show. Published: `work`
+        // now holds an older buffer (or none).
+        rd.work_is_frame = complete && !published;
+        published
     }
 
     /// The text on screen, one string per row, when a text mode is shown.
@@ -614,6 +634,7 @@ impl StdVga {
                 last_mode: None,
                 last_phases: (false, false),
                 last_size: (0, 0),
+                work_is_frame: false,
             }),
             display,
             vram,

@@ -1165,3 +1165,77 @@ fn handles_cross_threads() {
     r.memw(0xb8000, b'Z');
     assert!(r.h.screen_text().unwrap()[0].starts_with('Z'));
 }
+
+/// With KVM's dirty log, a VBE redraw converts only the lines on dirty
+/// pages, once the work buffer holds the frame on show (the last render
+/// found nothing new); otherwise, and after a register write, everything.
+#[test]
+fn dirty_log_redraws_only_the_dirty_lines() {
+    let r = Rig::new();
+    let m = Arc::new(FakeMapper {
+        tracks: true,
+        ..Default::default()
+    });
+    r.h.set_mapper(m.clone());
+    r.vbe(1, 1024);
+    r.vbe(2, 768);
+    r.vbe(3, 32);
+    r.vbe(4, 0x41);
+    r.unblank();
+    assert!(r.h.render_at(0));
+    // A line is 4 KiB at 1024x32: line y is page y.
+    let log = |lines: &[usize]| {
+        let mut bits = vec![0u64; VRAM_SIZE / 4096 / 64];
+        for y in lines {
+            bits[y / 64] |= 1 << (y % 64);
+        }
+        *m.dirty.lock().unwrap() = Some(bits);
+    };
+    let black = [0, 0, 0, 0xff];
+    // A page written with the same pixels: redrawn, nothing new to show,
+    // and the work buffer now holds the frame on show.
+    log(&[0]);
+    assert!(!r.h.render_at(0));
+    r.vram().write_u32(4 * 1024 * 10, 0x00ff_0000);
+    r.vram().write_u32(4 * 1024 * 700, 0x0000_ff00);
+    log(&[10]);
+    assert!(r.h.render_at(0));
+    let fb = r.h.display().snapshot();
+    assert_eq!(
+        fb.pixel(0, 10),
+        Some([0xff, 0, 0, 0xff]),
+        "a logged line is redrawn"
+    );
+    assert_eq!(fb.pixel(0, 700), Some(black), "an unlogged one is not");
+    // That frame was published, so the next starts from an older buffer
+    // and converts everything: line 700 shows up.
+    log(&[11]);
+    assert!(r.h.render_at(0));
+    assert_eq!(
+        r.h.display().snapshot().pixel(0, 700),
+        Some([0, 0xff, 0, 0xff])
+    );
+    log(&[0]);
+    assert!(!r.h.render_at(0));
+    r.vram().write_u32(4 * (1024 * 300 + 5), 0x0000_00ff);
+    r.vram().write_u32(4 * (1024 * 301 + 5), 0x00ff_ffff);
+    log(&[300]);
+    assert!(r.h.render_at(0));
+    let fb = r.h.display().snapshot();
+    assert_eq!(fb.pixel(5, 300), Some([0, 0, 0xff, 0xff]));
+    assert_eq!(fb.pixel(5, 301), Some(black));
+    // The full render after that publish brings line 301.
+    log(&[0]);
+    assert!(r.h.render_at(0));
+    assert_eq!(r.h.display().snapshot().pixel(5, 301), Some([0xff; 4]));
+    // A register write (the DAC) makes a render full even when the work
+    // buffer holds the frame: line 400, never logged, shows up.
+    log(&[0]);
+    assert!(!r.h.render_at(0));
+    r.vram().write_u32(4 * 1024 * 400, 0x00ff_ffff);
+    log(&[0]);
+    assert!(!r.h.render_at(0), "partial: line 400 not logged");
+    r.dac(0, [1, 2, 3]);
+    assert!(r.h.render_at(0));
+    assert_eq!(r.h.display().snapshot().pixel(0, 400), Some([0xff; 4]));
+}

@@ -217,6 +217,17 @@ impl Vbe {
     }
 }
 
+/// Whether any 4 KiB page of `off..off + len` is marked in `bits`; pages
+/// past the bitmap count as dirty.
+fn range_dirty(bits: &[u64], off: usize, len: usize) -> bool {
+    if len == 0 {
+        return false;
+    }
+    let first = off / 4096;
+    let last = off.saturating_add(len - 1) / 4096;
+    (first..=last).any(|p| bits.get(p / 64).is_none_or(|w| (w >> (p % 64)) & 1 != 0))
+}
+
 fn fill_black(line: &mut [u8]) {
     for px in line.chunks_exact_mut(4) {
         px.copy_from_slice(&[0, 0, 0, 0xff]);
@@ -255,22 +266,34 @@ impl VbeLayout {
 
     /// Draws from video memory into `out` (RGBA); `row` is scratch space
     /// for one scanline. Lines outside video memory come out black.
+    ///
+    /// With `dirty` (a page bitmap as [`super::VramMapper::dirty_pages`]
+    /// gives it), `out` must hold this layout's previous frame: only the
+    /// lines that touch a dirty page are converted again.
     pub fn draw(
         &self,
         vram: &super::Vram,
         pal256: &[[u8; 4]; 256],
         row: &mut Vec<u8>,
         out: &mut Vec<u8>,
+        dirty: Option<&[u64]>,
     ) {
         let w = self.width as usize;
         let bpp = self.bytes_per_pixel();
-        out.resize(w * self.height as usize * 4, 0);
+        let size = w * self.height as usize * 4;
+        let dirty = dirty.filter(|_| out.len() == size);
+        out.resize(size, 0);
         if w == 0 {
             return;
         }
         row.resize(w * bpp, 0);
         for (y, line) in out.chunks_exact_mut(w * 4).enumerate() {
             let off = self.start as usize + y * self.line_offset as usize;
+            if let Some(bits) = dirty {
+                if !range_dirty(bits, off, w * bpp) {
+                    continue;
+                }
+            }
             if bpp == 4 {
                 // Straight into the frame, then BGRX -> RGBA in place.
                 if vram.read_into(off, line) {
