@@ -19,13 +19,19 @@
 #     -display none -cdrom ISO -serial file:F -qmp unix:SOCK -name
 #     X,debug-threads=on` (the last only names QEMU's threads, so that its
 #     vCPU thread shows as `CPU 0/KVM`).
-#     Wait by polling screenshots every BENCH_POLL_S seconds until two in a
-#     row are the same bytes, the picture is at least 640x480 and not all
-#     one colour (GRUB under PVM takes minutes: see docs/PERFORMANCE.md).
+#     Wait for the menu on COM1 (its "second entry"), then poll
+#     screenshots every BENCH_POLL_S seconds until two in a row are the same
+#     bytes, the picture is at least 640x480 and not all one colour (GRUB
+#     under PVM takes minutes: see docs/PERFORMANCE.md). Steadiness alone
+#     is not enough: GRUB sits for tens of seconds on a screen showing only
+#     its `echo` before it draws the menu.
 #  2. Idle host CPU at the menu: utime+stime of every thread of the VMM
-#     process (/proc/PID/task/*/stat) over BENCH_IDLE_S seconds, as % of
-#     one CPU, split into vCPU threads (Vireo: `vcpuN`, QEMU: `CPU N/KVM`)
-#     and the rest; the same from schedstat (ns) as a cross-check; VmRSS.
+#     process (/proc/PID/task/*/stat) over BENCH_IDLE_WINDOWS consecutive
+#     windows of BENCH_IDLE_S seconds, as % of one CPU, split into vCPU
+#     threads (Vireo: `vcpuN`, QEMU: `CPU N/KVM`) and the rest; the same
+#     from schedstat (ns) as a cross-check; VmRSS. The table shows the last
+#     window (GRUB may still be blitting unchanged pixels right after the
+#     menu appears); the raw samples have all of them.
 #  3. Screenshot cost: BENCH_SHOTS screenshots back to back on one
 #     connection (Vireo's control socket `screenshot`, QEMU's QMP
 #     `screendump` with format png, ppm if QEMU refuses png); the wall time
@@ -40,7 +46,9 @@
 #     refresh converts nothing; its per-frame cost shows up only inside
 #     `screendump` (3).
 #
-# Knobs (environment): BENCH_IDLE_S (30) seconds of idle CPU,
+# Knobs (environment): BENCH_IDLE_S (30) seconds per idle-CPU window,
+# BENCH_IDLE_WINDOWS (3) windows, BENCH_KEEP (unset) a directory to keep
+# the last two wait screenshots of each side in,
 # BENCH_SHOTS (10) screenshots, BENCH_CONV_N (30) renders, BENCH_WAIT_S
 # (900) longest wait for a steady menu, BENCH_POLL_S (5) seconds between
 # polls, BENCH_GFXMODE (1920x1080x32) GRUB's gfxmode, BENCH_ONLY (both;
@@ -55,6 +63,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 IDLE_S=${BENCH_IDLE_S:-30}
+IDLE_WINDOWS=${BENCH_IDLE_WINDOWS:-3}
 SHOTS=${BENCH_SHOTS:-10}
 CONV_N=${BENCH_CONV_N:-30}
 WAIT_S=${BENCH_WAIT_S:-900}
@@ -80,9 +89,10 @@ command -v python3 >/dev/null || die "python3 not found"
 
 WORK=$(mktemp -d /tmp/vireo-display-bench.XXXXXX)
 PIDS=()
+HELPER=
 cleanup() {
     local p
-    for p in "${PIDS[@]}"; do
+    for p in $HELPER "${PIDS[@]}"; do
         kill "$p" 2>/dev/null
     done
     for p in "${PIDS[@]}"; do
@@ -101,16 +111,19 @@ RAW="$WORK/raw.txt"
 cat >"$WORK/client.py" <<'PY'
 """Display benchmark helper (stdlib only), written out by bench/display.sh.
 
-  client.py wait  KIND SOCK DIR TIMEOUT_S INTERVAL_S
-      polls screenshots until two taken INTERVAL_S apart have the same
+  client.py wait  KIND SOCK DIR TIMEOUT_S INTERVAL_S SERIAL_FILE PATTERN
+      waits until SERIAL_FILE holds PATTERN (GRUB drew its menu on COM1),
+      then polls screenshots until two taken INTERVAL_S apart have the same
       bytes, the size of the last one is at least 640x480 and not all one
-      colour; prints `steady waited_s=.. width=.. height=.. format=..`.
+      colour; prints `steady waited_s=.. serial_s=.. width=.. height=..
+      format=..` (seconds since the helper started).
   client.py shots KIND SOCK N DIR
       N screenshots, back to back, on one connection; prints
       `shots format=.. width=.. height=.. bytes=.. us=T1,T2,...`
       (wall time from sending the request to reading its reply).
-  client.py cpu PID SECONDS VCPU_REGEX
-      host CPU of all threads of PID over SECONDS: utime+stime from
+  client.py cpu PID SECONDS VCPU_REGEX WINDOWS
+      host CPU of all threads of PID over WINDOWS consecutive windows of
+      SECONDS each (one line per window): utime+stime from
       /proc/PID/task/*/stat (clock ticks) and the run time from
       /proc/PID/task/*/schedstat (ns); threads whose name matches
       VCPU_REGEX count as vCPU threads.
@@ -131,11 +144,26 @@ import time
 import zlib
 
 
-class Vireo:
-    def __init__(self, path):
+TIMEOUT_S = 120
+
+
+class Client:
+    def open(self, path):
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(TIMEOUT_S)
         self.s.connect(path)
         self.f = self.s.makefile("rb")
+
+    def close(self):
+        # Both: the socket stays open while its file object is. QEMU's QMP
+        # serves one client at a time.
+        self.f.close()
+        self.s.close()
+
+
+class Vireo(Client):
+    def __init__(self, path):
+        self.open(path)
         self.n = 0
         self.fmt = "png"
 
@@ -155,11 +183,9 @@ class Vireo:
         self.call({"cmd": "screenshot", "path": path})
 
 
-class Qmp:
+class Qmp(Client):
     def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.f = self.s.makefile("rb")
+        self.open(path)
         self.f.readline()  # greeting
         self.call("qmp_capabilities")
         self.fmt = "png"
@@ -271,32 +297,48 @@ def image_info(path):
     return "png", w, h, True
 
 
-def wait_steady(kind, sock, d, timeout, interval):
+def wait_steady(kind, sock, d, timeout, interval, serial, pattern):
     t0 = time.monotonic()
     last = None
     err = None
     i = 0
+    seen = None
     while time.monotonic() - t0 < timeout:
+        if seen is None:
+            try:
+                with open(serial, "rb") as f:
+                    if pattern.encode() in f.read():
+                        seen = time.monotonic() - t0
+            except OSError as e:
+                err = e
+            if seen is None:
+                time.sleep(1)
+                continue
+        c = None
         try:
             c = connect(kind, sock)
             path = os.path.join(d, "wait-%d.%s" % (i % 2, c.fmt))
             c.screenshot(path)
-            c.s.close()
+            c.close()
+            c = None
             with open(path, "rb") as f:
                 cur = f.read()
             if last is not None and cur == last:
                 fmt, w, h, one = image_info(path)
                 if w >= 640 and h >= 480 and not one:
-                    print("steady waited_s=%.1f width=%d height=%d format=%s"
-                          % (time.monotonic() - t0, w, h, fmt))
+                    print("steady waited_s=%.1f serial_s=%.1f width=%d height=%d format=%s"
+                          % (time.monotonic() - t0, seen, w, h, fmt))
                     return 0
             last = cur
             i += 1
         except (OSError, RuntimeError, ValueError, zlib.error) as e:
             err = e
             last = None
+            if c is not None:
+                c.close()
         time.sleep(interval)
-    print("not-steady waited_s=%.1f last_error=%s" % (time.monotonic() - t0, err))
+    print("not-steady waited_s=%.1f serial_seen=%s last_error=%s"
+          % (time.monotonic() - t0, seen is not None, str(err).replace(" ", "_")))
     return 1
 
 
@@ -308,6 +350,7 @@ def shots(kind, sock, n, d):
         t0 = time.perf_counter_ns()
         c.screenshot(path)
         us.append((time.perf_counter_ns() - t0) // 1000)
+    c.close()
     fmt, w, h, one = image_info(path)
     size = os.path.getsize(path)
     for i in range(n):
@@ -336,7 +379,13 @@ def thread_times(pid):
     return out
 
 
-def cpu(pid, seconds, vcpu_re):
+def cpu(pid, seconds, vcpu_re, windows):
+    for i in range(windows):
+        cpu_window(pid, seconds, vcpu_re, i + 1)
+    return 0
+
+
+def cpu_window(pid, seconds, vcpu_re, window):
     hz = os.sysconf("SC_CLK_TCK")
     a = thread_times(pid)
     t0 = time.monotonic()
@@ -364,12 +413,11 @@ def cpu(pid, seconds, vcpu_re):
 
     threads = ";".join("%s:%.2f" % (n.replace(" ", "_"), pct_ns(v[1]))
                        for n, v in sorted(per.items(), key=lambda kv: -kv[1][1]))
-    print("cpu wall_s=%.2f total_pct=%.2f vcpu_pct=%.2f other_pct=%.2f "
+    print("cpu window=%d wall_s=%.2f total_pct=%.2f vcpu_pct=%.2f other_pct=%.2f "
           "total_sched_pct=%.2f vcpu_sched_pct=%.2f other_sched_pct=%.2f threads=%s"
-          % (wall, pct(tot["vcpu"][0] + tot["other"][0]), pct(tot["vcpu"][0]),
+          % (window, wall, pct(tot["vcpu"][0] + tot["other"][0]), pct(tot["vcpu"][0]),
              pct(tot["other"][0]), pct_ns(tot["vcpu"][1] + tot["other"][1]),
-             pct_ns(tot["vcpu"][1]), pct_ns(tot["other"][1]), threads))
-    return 0
+             pct_ns(tot["vcpu"][1]), pct_ns(tot["other"][1]), threads), flush=True)
 
 
 def parse(path):
@@ -478,11 +526,12 @@ def report(path):
 def main(argv):
     cmd = argv[1]
     if cmd == "wait":
-        return wait_steady(argv[2], argv[3], argv[4], float(argv[5]), float(argv[6]))
+        return wait_steady(argv[2], argv[3], argv[4], float(argv[5]), float(argv[6]),
+                           argv[7], argv[8])
     if cmd == "shots":
         return shots(argv[2], argv[3], int(argv[4]), argv[5])
     if cmd == "cpu":
-        return cpu(int(argv[2]), float(argv[3]), argv[4])
+        return cpu(int(argv[2]), float(argv[3]), argv[4], int(argv[5]))
     if cmd == "report":
         return report(argv[2])
     print("unknown command %s" % cmd, file=sys.stderr)
@@ -519,17 +568,28 @@ bash assets/guests/build.sh grub-iso "$ISO" "$WORK/grub.cfg" >/dev/null || die "
 note "== machine: $(nproc) CPUs, load: $(cut -d' ' -f1-3 /proc/loadavg), kernel $(uname -r)"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# measure NAME VCPU_REGEX SOCKKIND SOCK CMD...: boots CMD, waits for the
-# steady menu, measures idle CPU, RSS and screenshots, stops CMD.
+# helper ARGS...: runs client.py ARGS in the background and waits for it
+# (a signal then reaches the trap at once); its output is in $WORK/helper.out.
+helper() {
+    python3 "$WORK/client.py" "$@" >"$WORK/helper.out" &
+    HELPER=$!
+    wait "$HELPER"
+    HELPER=
+}
+
+# measure NAME VCPU_REGEX SOCKKIND SOCK SERIAL CMD...: boots CMD, waits for
+# the menu on the serial file SERIAL and a steady screen, measures idle CPU,
+# RSS and screenshots, stops CMD.
 measure() {
-    local name=$1 vre=$2 kind=$3 sock=$4 pid out load
-    shift 4
+    local name=$1 vre=$2 kind=$3 sock=$4 serial=$5 pid out load
+    shift 5
     note "-- $name: booting ($(date -u +%H:%M:%S))"
     "$@" </dev/null >"$WORK/$name.stdout" 2>"$WORK/$name.err" &
     pid=$!
     PIDS+=("$pid")
     mkdir -p "$WORK/$name.shots"
-    out=$(python3 "$WORK/client.py" wait "$kind" "$sock" "$WORK/$name.shots" "$WAIT_S" "$POLL_S")
+    helper wait "$kind" "$sock" "$WORK/$name.shots" "$WAIT_S" "$POLL_S" "$serial" "second entry"
+    out=$(<"$WORK/helper.out")
     echo "$name $out" >>"$RAW"
     note "   $out"
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -544,17 +604,24 @@ measure() {
         ;;
     esac
     load=$(cut -d' ' -f1-3 /proc/loadavg)
-    out=$(python3 "$WORK/client.py" cpu "$pid" "$IDLE_S" "$vre")
-    echo "$name $out load=${load// /,}" >>"$RAW"
-    note "   $(echo "$out" | cut -c1-200)"
+    helper cpu "$pid" "$IDLE_S" "$vre" "$IDLE_WINDOWS"
+    while read -r out; do
+        echo "$name $out load=${load// /,}" >>"$RAW"
+        note "   $(echo "$out" | cut -c1-200)"
+    done <"$WORK/helper.out"
     echo "$name rss kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")" >>"$RAW"
-    out=$(python3 "$WORK/client.py" shots "$kind" "$sock" "$SHOTS" "$WORK/$name.shots")
+    if [ -n "${BENCH_KEEP:-}" ]; then
+        mkdir -p "$BENCH_KEEP" && cp "$WORK/$name.shots"/wait-* "$BENCH_KEEP/" 2>/dev/null &&
+            for f in "$BENCH_KEEP"/wait-*; do mv "$f" "$BENCH_KEEP/$name-${f##*/}"; done
+    fi
+    helper shots "$kind" "$sock" "$SHOTS" "$WORK/$name.shots"
+    out=$(<"$WORK/helper.out")
     echo "$name $out" >>"$RAW"
     note "   $out"
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
-    # GRUB's echo on COM1 (Vireo: stdout; QEMU: -serial file:).
-    if cat "$WORK/$name.stdout" "$WORK/$name.serial" 2>/dev/null | grep -q VIREO-DISPLAY-BENCH; then
+    # GRUB's echo on COM1.
+    if grep -q VIREO-DISPLAY-BENCH "$serial"; then
         echo "$name serial marker=seen" >>"$RAW"
     else
         echo "$name serial marker=missing" >>"$RAW"
@@ -562,11 +629,11 @@ measure() {
 }
 
 if [ "$ONLY" != qemu ]; then
-    measure vireo 'vcpu[0-9]+' vireo "$WORK/vireo.sock" \
+    measure vireo 'vcpu[0-9]+' vireo "$WORK/vireo.sock" "$WORK/vireo.stdout" \
         "$VIREO" run --cdrom "$ISO" -m "$MEM" --control "$WORK/vireo.sock"
 fi
 if [ "$ONLY" != vireo ]; then
-    measure qemu 'CPU [0-9]+/KVM' qmp "$WORK/qemu.qmp" \
+    measure qemu 'CPU [0-9]+/KVM' qmp "$WORK/qemu.qmp" "$WORK/qemu.serial" \
         "$QEMU" -accel kvm -M pc -m "$MEM" -nodefaults -vga std -display none -cdrom "$ISO" \
         -name vireo-display-bench,debug-threads=on \
         -serial "file:$WORK/qemu.serial" -qmp "unix:$WORK/qemu.qmp,server=on,wait=off"
@@ -586,7 +653,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r), KVM: $(ls /sys/module 2>/dev/null | grep -E '^kvm_' | tr '\n' ' ')"
     echo "load average at start: $LOAD_START, at end: $LOAD_END"
     echo "QEMU: $("$QEMU" --version | head -1); guest: GRUB gfxterm, gfxmode=$GFXMODE , $MEM MiB"
-    echo "idle CPU over ${IDLE_S} s; $SHOTS screenshots; $CONV_N renders in fbconv (1920x1080x32)"
+    echo "idle CPU: $IDLE_WINDOWS windows of ${IDLE_S} s (table: the last); $SHOTS screenshots; $CONV_N renders in fbconv (1920x1080x32)"
     echo
     python3 "$WORK/client.py" report "$RAW"
     echo
