@@ -504,7 +504,7 @@ def report(path):
     row("VmRSS at the menu",
         "%.1f MiB" % (a / 1024) if a else "n/a",
         "%.1f MiB" % (b / 1024) if b else "n/a", ratio(a, b))
-    dims = get("fbconv", "fbconv", "size") or "1920x1080x32"
+    dims = get("fbconv", "info", "size") or "1920x1080x32"
     for key, label in (("render-changed", "conversion, frame changed"),
                        ("render-same", "conversion, frame unchanged"),
                        ("render-idle", "refresh, nothing dirty"),
@@ -652,7 +652,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "Vireo display benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), bash bench/display.sh"
     echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r), KVM: $(ls /sys/module 2>/dev/null | grep -E '^kvm_' | tr '\n' ' ')"
     echo "load average at start: $LOAD_START, at end: $LOAD_END"
-    echo "QEMU: $("$QEMU" --version | head -1); guest: GRUB gfxterm, gfxmode=$GFXMODE , $MEM MiB"
+    echo "QEMU: $("$QEMU" --version | head -1); guest: GRUB gfxterm, gfxmode=$GFXMODE, $MEM MiB"
     echo "idle CPU: $IDLE_WINDOWS windows of ${IDLE_S} s (table: the last); $SHOTS screenshots; $CONV_N renders in fbconv (1920x1080x32)"
     echo
     python3 "$WORK/client.py" report "$RAW"

@@ -22,8 +22,9 @@
 //!   frame into a file in the given directory: what the control socket's
 //!   `screenshot` command does, without the socket.
 //!
-//! Output: one `NAME us=T1,T2,...` line per measure (microseconds), then
-//! `NAME median_us=.. min_us=..`. No timing is asserted anywhere.
+//! Output: `info size=WxHx32 n=N png_bytes=B`, one `NAME us=T1,T2,...`
+//! line per measure (microseconds), then `NAME median_us=.. min_us=..`. No
+//! timing is asserted anywhere.
 //!
 //! Usage: `fbconv [N [WIDTH HEIGHT [DIR]]]` (defaults: 20, 1920 1080, the
 //! system temporary directory).
@@ -171,7 +172,7 @@ fn run() -> Result<(), String> {
     let _ = std::fs::remove_file(&path);
     samples.push(("png", t));
 
-    println!("fbconv size={width}x{height}x32 n={n} png_bytes={png_bytes}");
+    println!("info size={width}x{height}x32 n={n} png_bytes={png_bytes}");
     for (name, t) in &samples {
         let list: Vec<String> = t.iter().map(|v| v.to_string()).collect();
         println!("{name} us={}", list.join(","));
