@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vireo_tests::{guest, require_kvm, Console};
@@ -277,6 +277,18 @@ fn bad_clients_get_errors_and_the_vm_keeps_running() {
     }
     std::thread::sleep(Duration::from_millis(600));
     assert_running(&sock);
+
+    // The server lets go of the clients that left (it notices a closed
+    // connection on its own time): wait until only `a` and `b` are left.
+    let deadline = Instant::now() + T;
+    loop {
+        let st = a.call(r#"{"cmd":"status"}"#);
+        if st["clients"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "clients never released: {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Too many clients: the one past the limit is told and dropped; the
     // others still work, and a slot frees up when one leaves.

@@ -422,7 +422,7 @@ fn run_command(
     match cmd {
         "status" => {
             let fb = vm.display().snapshot();
-            Ok(json!({
+            let mut reply = json!({
                 "name": vm.spec().name,
                 "state": state_name(vm.state()),
                 "display": {
@@ -431,7 +431,12 @@ fn run_command(
                     "generation": fb.generation,
                     "text-mode": vm.screen_text().is_some(),
                 },
-            }))
+            });
+            if let (Some(s), Some(obj)) = (server, reply.as_object_mut()) {
+                // Connected clients, this one included.
+                obj.insert("clients".into(), json!(lock(&s.clients).streams.len()));
+            }
+            Ok(reply)
         }
         "screenshot" => {
             let path = str_arg(req, "path")?;
