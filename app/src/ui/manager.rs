@@ -44,14 +44,7 @@ pub fn shortcuts(ctx: &egui::Context, model: &Model) -> Vec<Action> {
                 Action::OpenWindow(vm.clone()),
             ),
             (&ui::SC_RUN, Action::Run(vm.clone())),
-            (
-                &ui::SC_PAUSE,
-                if state == RunState::Paused {
-                    Action::Resume(vm.clone())
-                } else {
-                    Action::Pause(vm.clone())
-                },
-            ),
+            (&ui::SC_PAUSE, ui::pause_or_resume(&vm, state).1),
             (&ui::SC_DELETE, Action::AskDelete(vm.clone())),
         ];
         for (s, a) in sc {
@@ -114,11 +107,7 @@ pub fn show(ui: &mut egui::Ui, model: &Model) -> Vec<Action> {
                 {
                     actions.push(Action::Run(vm.clone()));
                 }
-                let (l, a) = if st == RunState::Paused {
-                    ("Resume", Action::Resume(vm.clone()))
-                } else {
-                    ("Pause", Action::Pause(vm.clone()))
-                };
+                let (l, a) = ui::pause_or_resume(&vm, st);
                 if ui
                     .add_enabled(
                         st.is_controllable(),
@@ -171,11 +160,7 @@ pub fn show(ui: &mut egui::Ui, model: &Model) -> Vec<Action> {
             {
                 actions.push(Action::Run(vm.clone()));
             }
-            let (l, a) = if st == RunState::Paused {
-                ("Resume", Action::Resume(vm.clone()))
-            } else {
-                ("Pause", Action::Pause(vm.clone()))
-            };
+            let (l, a) = ui::pause_or_resume(&vm, st);
             if ui
                 .add_enabled(sel_is_vm && st.is_controllable(), big(l))
                 .on_hover_text(format!("{l} the VM ({})", fmt(&ui::SC_PAUSE)))

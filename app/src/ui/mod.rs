@@ -30,6 +30,15 @@ pub const SC_OFF: KeyboardShortcut = KeyboardShortcut::new(CS, Key::F);
 pub const SC_DELETE: KeyboardShortcut = KeyboardShortcut::new(Modifiers::NONE, Key::Delete);
 pub const SC_QUIT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Q);
 
+/// The toggle between Pause and Resume: its label and what it does.
+pub fn pause_or_resume(vm: &str, state: RunState) -> (&'static str, Action) {
+    if state == RunState::Paused {
+        ("Resume", Action::Resume(vm.to_string()))
+    } else {
+        ("Pause", Action::Pause(vm.to_string()))
+    }
+}
+
 /// The Shut Down menu: Shut Down (ACPI), Reboot, Force Reset, Force Off.
 pub fn shutdown_menu(ui: &mut egui::Ui, vm: &str, state: RunState) -> Option<Action> {
     let mut action = None;

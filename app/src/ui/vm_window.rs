@@ -6,7 +6,7 @@ use crate::connection::{Frame, RunState};
 use crate::model::{Action, Model};
 use crate::ui::console::{send_key_combos, ConsoleView};
 use crate::ui::details::DetailsView;
-use crate::ui::{own_window, serial, shutdown_menu};
+use crate::ui::{own_window, pause_or_resume, serial, shutdown_menu};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tab {
@@ -68,11 +68,7 @@ impl VmWindow {
             {
                 actions.push(Action::Run(self.vm.clone()));
             }
-            let (label, act) = if state == RunState::Paused {
-                ("Resume", Action::Resume(self.vm.clone()))
-            } else {
-                ("Pause", Action::Pause(self.vm.clone()))
-            };
+            let (label, act) = pause_or_resume(&self.vm, state);
             if ui
                 .add_enabled(state.is_controllable(), egui::Button::new(label))
                 .clicked()
