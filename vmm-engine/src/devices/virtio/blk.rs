@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use virtio_queue::QueueT;
 use vm_memory::{Address, Bytes};
 
 use super::{DiskImage, ParsedChain, QueueCtx, VirtioBackend, VirtioError, Wake};
@@ -352,35 +351,7 @@ impl VirtioBackend for Blk {
         if wake != Wake::Queue(0) {
             return;
         }
-        let mem = ctx.mem;
-        let Some(queue) = ctx.queues.get_mut(0) else {
-            return;
-        };
-        let mut used = false;
-        loop {
-            if let Err(e) = queue.disable_notification(mem) {
-                log::warn!("virtio-blk: {e}");
-                return;
-            }
-            while let Some(chain) = queue.pop_descriptor_chain(mem) {
-                let (head, len) = self.process_chain(mem, chain);
-                if let Err(e) = queue.add_used(mem, head, len) {
-                    log::warn!("virtio-blk: add_used: {e}");
-                }
-                used = true;
-            }
-            match queue.enable_notification(mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    log::warn!("virtio-blk: {e}");
-                    break;
-                }
-            }
-        }
-        if used {
-            ctx.notify_used(0);
-        }
+        ctx.serve_queue(0, |mem, chain| self.process_chain(mem, chain));
     }
 }
 
