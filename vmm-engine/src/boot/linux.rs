@@ -25,18 +25,18 @@ const CAN_USE_HEAP: u8 = 1 << 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinuxBootError {
-    #[error("cannot read kernel {path}: {source} (check the --kernel path)")]
+    #[error("cannot read kernel {path}: {source} (check the path)")]
     KernelOpen {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a Linux kernel: it has no x86 boot-protocol header; give --kernel a bzImage such as /boot/vmlinuz-*")]
+    #[error("{path} is not a Linux kernel: it has no x86 boot-protocol header; a bzImage such as /boot/vmlinuz-* is needed")]
     NotAKernel { path: PathBuf },
     #[error("{path} has no 64-bit entry point (boot protocol 2.12+ with XLF_KERNEL_64); use an x86_64 kernel")]
     No64BitEntry { path: PathBuf },
     #[error("kernel {path} does not fit in guest memory ({detail}); give the VM more memory")]
     KernelLoad { path: PathBuf, detail: String },
-    #[error("cannot read initrd {path}: {source} (check the --initrd path)")]
+    #[error("cannot read initrd {path}: {source} (check the path)")]
     InitrdOpen {
         path: PathBuf,
         source: std::io::Error,
