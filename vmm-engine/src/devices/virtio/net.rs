@@ -140,7 +140,7 @@ impl Net {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        log::warn!("virtio-net: tap read: {e}");
+                        crate::guest_warn!("virtio-net: tap read: {e}");
                         break;
                     }
                 },
@@ -223,7 +223,7 @@ impl Net {
             if p.error.is_some() || p.write_len == 0 || !p.readable.is_empty() {
                 // A broken receive buffer: give everything popped back
                 // empty and drop the frame.
-                log::warn!(
+                crate::guest_warn!(
                     "virtio-net: bad rx chain {} ({:?}); frame dropped",
                     p.head,
                     p.error
@@ -258,7 +258,7 @@ impl Net {
         }
         for (c, n) in &chains {
             if let Err(e) = q.add_used(mem, c.head, *n) {
-                log::warn!("virtio-net: add_used: {e}");
+                crate::guest_warn!("virtio-net: add_used: {e}");
             }
         }
         Placed::Done

@@ -282,7 +282,7 @@ impl DeviceState {
             };
             let ahead = avail.0.wrapping_sub(q.next_avail());
             if ahead > q.size() {
-                log::warn!(
+                crate::guest_warn!(
                     "virtio: queue {i}: avail index {} is {ahead} entries ahead of a ring of {}; \
                      the device needs a reset",
                     avail.0,
@@ -310,7 +310,9 @@ impl DeviceState {
         backend.process(wake, &mut ctx);
         let (fault, again) = (ctx.fault, ctx.again);
         if let Some(why) = fault {
-            log::warn!("virtio: {why}; the device stops until the driver resets it (NEEDS_RESET)");
+            crate::guest_warn!(
+                "virtio: {why}; the device stops until the driver resets it (NEEDS_RESET)"
+            );
             self.broken = true;
             self.irq.signal_config();
             return;
@@ -587,13 +589,13 @@ impl VirtioPciDevice {
                 continue;
             }
             if !q.is_valid(&st.mem) {
-                log::warn!("virtio: queue {i} is not valid at DRIVER_OK");
+                crate::guest_warn!("virtio: queue {i} is not valid at DRIVER_OK");
                 return false;
             }
             q.set_event_idx(features & F_RING_EVENT_IDX != 0);
         }
         if let Err(e) = st.backend.activate(features) {
-            log::warn!("virtio: device activation failed: {e}");
+            crate::guest_warn!("virtio: device activation failed: {e}");
             return false;
         }
         st.live = true;
@@ -1003,7 +1005,7 @@ impl PciDevice for VirtioPciDevice {
                 let q = (o - NOTIFY_OFFSET) / NOTIFY_OFF_MULTIPLIER as u64;
                 if let Some(e) = self.queue_evts.get(q as usize) {
                     if let Err(e) = e.write(1) {
-                        log::warn!("virtio: queue {q} kick failed: {e}");
+                        crate::guest_warn!("virtio: queue {q} kick failed: {e}");
                     }
                 }
             }
