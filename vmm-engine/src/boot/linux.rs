@@ -48,7 +48,7 @@ pub enum LinuxBootError {
     },
     #[error("{path} is not a Linux kernel: it has no x86 boot-protocol header and is not an ELF vmlinux; a bzImage such as /boot/vmlinuz-* or a vmlinux built with CONFIG_PVH=y is needed")]
     NotAKernel { path: PathBuf },
-    #[error("{path} is an ELF kernel without a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); build it with CONFIG_PVH=y, or give --kernel its bzImage")]
+    #[error("{path} is an ELF kernel without a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); build it with CONFIG_PVH=y, or boot its bzImage instead")]
     NoPvhEntry { path: PathBuf },
     #[error("{path} has no 64-bit entry point (boot protocol 2.12+ with XLF_KERNEL_64); use an x86_64 kernel")]
     No64BitEntry { path: PathBuf },
