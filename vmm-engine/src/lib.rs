@@ -10,6 +10,7 @@ pub mod control;
 pub mod cpuid;
 pub mod devices;
 pub mod display;
+pub mod gsi;
 pub mod memory;
 pub mod net;
 pub mod platform;
