@@ -11,6 +11,7 @@ pub mod control;
 pub mod cpuid;
 pub mod devices;
 pub mod display;
+pub mod gsi;
 pub mod host;
 pub mod memory;
 pub mod net;

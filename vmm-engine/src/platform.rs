@@ -597,6 +597,7 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
         )?;
     } else {
         rsdp = Some(write_acpi_direct(mem, &tables)?);
+        crate::devices::pci::piix3::program_pirq_routes(&router, PCI_IRQS);
     }
 
     Ok((

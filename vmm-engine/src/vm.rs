@@ -571,6 +571,7 @@ impl Machine {
             ..Default::default()
         };
         vm_fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        crate::gsi::set_pc_routing(&vm_fd).map_err(kvm_err("KVM_SET_GSI_ROUTING"))?;
         pit_reinject_off(&vm_fd);
 
         // Guest RAM.
