@@ -139,19 +139,38 @@ fn commands_work_on_a_running_vm() {
             pattern.extend_from_slice(&[x as u8 * 4, y as u8 * 5, (x ^ y) as u8, 255]);
         }
     }
-    let mut buf = pattern.clone();
-    assert!(vm.display().present(w, h, &mut buf));
-    let generation = vm.display().generation();
-    let r = c.call(&json!({"cmd": "screenshot", "path": shot}).to_string());
-    assert!(ok(&r), "{r}");
-    assert_eq!(
-        (r["width"].as_u64(), r["height"].as_u64()),
-        (Some(64), Some(48))
+    // The VM's own display thread keeps drawing (a text cursor blinks), so
+    // it can replace the frame at any moment. A reply that shows another
+    // generation than the one presented is retried; the checks below apply
+    // only to replies about the presented frame, so the test never races
+    // the VM's threads.
+    let mut checked = false;
+    for _ in 0..50 {
+        let mut buf = pattern.clone();
+        assert!(vm.display().present(w, h, &mut buf));
+        let generation = vm.display().generation();
+        let r = c.call(&json!({"cmd": "screenshot", "path": shot}).to_string());
+        assert!(ok(&r), "{r}");
+        let st = c.call(r#"{"cmd":"status"}"#);
+        if r["generation"].as_u64() != Some(generation)
+            || st["display"]["generation"].as_u64() != Some(generation)
+        {
+            continue;
+        }
+        assert_eq!(
+            (r["width"].as_u64(), r["height"].as_u64()),
+            (Some(64), Some(48))
+        );
+        assert_eq!(st["display"]["width"], json!(64), "{st}");
+        // The PNG was written while the generation was still ours.
+        assert_eq!(read_png(&shot), (w, h, pattern.clone()));
+        checked = true;
+        break;
+    }
+    assert!(
+        checked,
+        "the VM's display replaced the presented frame before every one of 50 screenshots"
     );
-    assert_eq!(r["generation"].as_u64(), Some(generation));
-    assert_eq!(read_png(&shot), (w, h, pattern));
-    let st = c.call(r#"{"cmd":"status"}"#);
-    assert_eq!(st["display"]["width"], json!(64), "{st}");
     // The guest is not in a text mode the VGA can show.
     let r = c.call(r#"{"cmd":"screen-text"}"#);
     assert!(
