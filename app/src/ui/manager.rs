@@ -296,10 +296,10 @@ fn row(ui: &mut egui::Ui, model: &Model, e: &LibraryEntry, width: f32, actions: 
                 state_color(state),
             );
             let sub = match rt.and_then(|r| r.error.as_ref()) {
-                Some(err) if state == RunState::Crashed => format!("{}: {err}", state.label()),
+                Some(err) if state.is_failure() => format!("{}: {err}", state.label()),
                 _ => state.label().to_string(),
             };
-            let sub_color = if state == RunState::Crashed {
+            let sub_color = if state.is_failure() {
                 ERROR_COLOR
             } else {
                 weak

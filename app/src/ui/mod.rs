@@ -73,7 +73,7 @@ pub fn state_color(state: RunState) -> egui::Color32 {
         RunState::Starting => egui::Color32::from_rgb(0x40, 0x90, 0xd0),
         RunState::Running => egui::Color32::from_rgb(0x3c, 0xb0, 0x4c),
         RunState::Paused => egui::Color32::from_rgb(0xe0, 0xa0, 0x20),
-        RunState::Crashed => egui::Color32::from_rgb(0xd0, 0x30, 0x30),
+        RunState::Crashed | RunState::FailedToStart => egui::Color32::from_rgb(0xd0, 0x30, 0x30),
     }
 }
 
