@@ -222,7 +222,7 @@ impl MsiSink for KvmMsi {
             ..Default::default()
         };
         if let Err(e) = self.0.signal_msi(msi) {
-            log::warn!("KVM_SIGNAL_MSI failed: {e}");
+            crate::guest_warn!("KVM_SIGNAL_MSI failed: {e}");
         }
     }
 }

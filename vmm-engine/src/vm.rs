@@ -634,10 +634,18 @@ impl Machine {
                 boot::x86::write_tables(&mem).map_err(|e| VmError::Memory(e.to_string()))?;
                 let bsp = &vcpus[0];
                 let sregs = bsp.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-                bsp.set_sregs(&boot::x86::long_mode_sregs(sregs))
-                    .map_err(kvm_err("KVM_SET_SREGS"))?;
-                bsp.set_regs(&boot::x86::entry_regs(entry.entry, entry.boot_params))
-                    .map_err(kvm_err("KVM_SET_REGS"))?;
+                let (sregs, regs) = match entry.mode {
+                    boot::linux::EntryMode::Long64 => (
+                        boot::x86::long_mode_sregs(sregs),
+                        boot::x86::entry_regs(entry.entry, entry.boot_params),
+                    ),
+                    boot::linux::EntryMode::Pvh32 => (
+                        boot::x86::pvh_sregs(sregs),
+                        boot::x86::pvh_regs(entry.entry, entry.boot_params),
+                    ),
+                };
+                bsp.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+                bsp.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
                 let fpu = kvm_bindings::kvm_fpu {
                     fcw: 0x37f,
                     mxcsr: 0x1f80,
@@ -646,6 +654,15 @@ impl Machine {
                 bsp.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
                 for v in &vcpus {
                     crate::cpuid::set_lint(v).map_err(kvm_err("KVM_SET_LAPIC"))?;
+                }
+                // APs wait for the kernel's INIT/SIPI in the in-kernel LAPIC
+                // (KVM's default for non-BSPs; said explicitly so an AP never
+                // runs from the reset vector, where direct boot has no BIOS).
+                for v in vcpus.iter().skip(1) {
+                    v.set_mp_state(kvm_bindings::kvm_mp_state {
+                        mp_state: kvm_bindings::KVM_MP_STATE_UNINITIALIZED,
+                    })
+                    .map_err(kvm_err("KVM_SET_MP_STATE"))?;
                 }
             }
             BootSpec::Firmware(fw) => {
