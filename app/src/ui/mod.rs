@@ -41,9 +41,20 @@ pub fn pause_or_resume(vm: &str, state: RunState) -> (&'static str, Action) {
 
 /// The Shut Down menu: Shut Down (ACPI), Reboot, Force Reset, Force Off.
 pub fn shutdown_menu(ui: &mut egui::Ui, vm: &str, state: RunState) -> Option<Action> {
+    shutdown_menu_button(ui, egui::Button::new("Shut Down"), vm, state)
+}
+
+/// The Shut Down menu opened from `button`, so a toolbar can draw it in the
+/// same style as its other buttons.
+pub fn shutdown_menu_button(
+    ui: &mut egui::Ui,
+    button: egui::Button<'_>,
+    vm: &str,
+    state: RunState,
+) -> Option<Action> {
     let mut action = None;
     ui.add_enabled_ui(state.is_controllable(), |ui| {
-        ui.menu_button("Shut Down", |ui| {
+        egui::containers::menu::MenuButton::from_button(button).ui(ui, |ui| {
             let ctx = ui.ctx().clone();
             let item = |ui: &mut egui::Ui, label: &str, sc: &KeyboardShortcut| {
                 ui.add(egui::Button::new(label).shortcut_text(ctx.format_shortcut(sc)))
