@@ -25,6 +25,8 @@ pub enum RunState {
     Paused,
     /// Stopped after an error.
     Crashed,
+    /// A start that never got the VM running (a bad definition, no KVM).
+    FailedToStart,
 }
 
 impl RunState {
@@ -35,6 +37,7 @@ impl RunState {
             RunState::Running => "Running",
             RunState::Paused => "Paused",
             RunState::Crashed => "Crashed",
+            RunState::FailedToStart => "Failed to start",
         }
     }
 
@@ -45,6 +48,11 @@ impl RunState {
             self,
             RunState::Starting | RunState::Running | RunState::Paused
         )
+    }
+
+    /// Crashed, or failed to start: the list shows the error in red.
+    pub fn is_failure(self) -> bool {
+        matches!(self, RunState::Crashed | RunState::FailedToStart)
     }
 
     /// Running or paused: pause, resume and the Shut Down menu apply.
@@ -153,32 +161,6 @@ pub trait Connection {
     fn poll_events(&mut self) -> Vec<ConnEvent>;
     /// Called from any thread when something changed (used to repaint).
     fn set_waker(&mut self, waker: Arc<dyn Fn() + Send + Sync>);
-}
-
-/// Reads the first bytes of a file to tell raw from qcow2. An empty file,
-/// a folder or a file that isn't a whole number of sectors is neither.
-pub fn probe_disk_file(path: &Path) -> Result<DiskFormat> {
-    use std::io::Read as _;
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => bail!("{}: {e}", path.display()),
-    };
-    if !meta.is_file() {
-        bail!("{} is not a file", path.display());
-    }
-    let mut magic = [0u8; 4];
-    let mut f = std::fs::File::open(path)?;
-    let n = f.read(&mut magic)?;
-    if n == 4 && magic == *b"QFI\xfb" {
-        return Ok(DiskFormat::Qcow2);
-    }
-    if meta.len() == 0 || meta.len() % 512 != 0 {
-        bail!(
-            "{} is neither a qcow2 image nor a raw image (a raw image is a whole number of 512-byte sectors)",
-            path.display()
-        );
-    }
-    Ok(DiskFormat::Raw)
 }
 
 /// What a start worker hands back: the started VM with its event receiver
@@ -665,7 +647,7 @@ impl Connection for MemoryConnection {
         Ok(())
     }
     fn probe_disk(&self, path: &Path) -> Result<DiskFormat> {
-        probe_disk_file(path)
+        vmm_engine::disk::probe(path).map_err(|e| anyhow::anyhow!("{e}"))
     }
     fn start(&mut self, def: &VmDefinition) -> Result<()> {
         let mut st = self.lock();
@@ -727,22 +709,6 @@ impl Connection for MemoryConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn probe_tells_qcow2_from_raw_and_rejects_other_files() {
-        let t = tempfile::tempdir().unwrap();
-        let q = t.path().join("q");
-        std::fs::write(&q, b"QFI\xfb\0\0\0\x03rest").unwrap();
-        assert_eq!(probe_disk_file(&q).unwrap(), DiskFormat::Qcow2);
-        let r = t.path().join("r");
-        std::fs::write(&r, vec![0u8; 1024]).unwrap();
-        assert_eq!(probe_disk_file(&r).unwrap(), DiskFormat::Raw);
-        let odd = t.path().join("odd");
-        std::fs::write(&odd, b"hello").unwrap();
-        assert!(probe_disk_file(&odd).is_err());
-        assert!(probe_disk_file(&t.path().join("missing")).is_err());
-        assert!(probe_disk_file(t.path()).is_err());
-    }
 
     #[test]
     fn engine_connection_reports_start_failure_as_event_and_error() {

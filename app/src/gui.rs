@@ -134,7 +134,7 @@ impl App {
                 let msg = format!("{e:#}");
                 let rt = self.model.runtime_mut(vm);
                 rt.error = Some(msg.clone());
-                rt.state = RunState::Crashed;
+                rt.state = RunState::FailedToStart;
                 self.model.notice = Some(format!("{vm} could not start: {msg}"));
             }
         }

@@ -17,42 +17,21 @@ pub const CPU_HISTORY: usize = 60;
 /// What the host offers, read once at start (injected in tests).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostInfo {
-    pub memory_mib: u64,
-    pub cpus: u32,
-    /// Names of the host's bridges (from /sys/class/net/*/bridge).
+    /// What the engine checks a definition against (memory, KVM's vCPU
+    /// limit, whether KVM is usable).
+    pub limits: vmm_engine::HostLimits,
+    /// Names of the host's bridges.
     pub bridges: Vec<String>,
 }
 
 impl HostInfo {
-    /// Reads /proc/meminfo, the CPU count and /sys/class/net.
+    /// Asks the engine: `vmm_engine::host::{limits, bridges}`.
     pub fn detect() -> HostInfo {
-        let memory_mib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|s| parse_meminfo_total_kib(&s))
-            .map(|kib| kib / 1024)
-            .unwrap_or(1024);
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1);
         HostInfo {
-            memory_mib,
-            cpus,
-            bridges: list_bridges(std::path::Path::new("/sys/class/net")),
+            limits: vmm_engine::host::limits(),
+            bridges: vmm_engine::host::bridges(),
         }
     }
-}
-
-/// `MemTotal:` in KiB.
-pub fn parse_meminfo_total_kib(meminfo: &str) -> Option<u64> {
-    meminfo.lines().find_map(|l| {
-        let rest = l.strip_prefix("MemTotal:")?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
-}
-
-/// Interfaces under `sys_class_net` that have a `bridge` folder, sorted.
-pub fn list_bridges(sys_class_net: &std::path::Path) -> Vec<String> {
-    vmm_engine::net::list_bridges_in(sys_class_net)
 }
 
 /// A new VM as the wizard built it.
@@ -234,7 +213,11 @@ impl Model {
                     let rt = self.runtime_mut(&vm);
                     let was_starting = rt.state == RunState::Starting;
                     rt.error = Some(message.clone());
-                    rt.state = RunState::Crashed;
+                    rt.state = if was_starting {
+                        RunState::FailedToStart
+                    } else {
+                        RunState::Crashed
+                    };
                     if was_starting {
                         self.notice = Some(format!("{vm} could not start: {message}"));
                     }
@@ -272,20 +255,6 @@ mod tests {
     use crate::connection::MemoryConnection;
 
     #[test]
-    fn meminfo_and_bridges_are_parsed() {
-        assert_eq!(
-            parse_meminfo_total_kib("MemTotal:       24684092 kB\nMemFree: 1 kB\n"),
-            Some(24684092)
-        );
-        assert_eq!(parse_meminfo_total_kib("nothing"), None);
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("br0/bridge")).unwrap();
-        std::fs::create_dir_all(t.path().join("eth0")).unwrap();
-        std::fs::create_dir_all(t.path().join("br100/bridge")).unwrap();
-        assert_eq!(list_bridges(t.path()), vec!["br0", "br100"]);
-    }
-
-    #[test]
     fn cpu_percent_comes_from_cpu_time_over_wall_time() {
         let mut rt = VmRuntime::default();
         let t0 = Instant::now();
@@ -316,8 +285,7 @@ mod tests {
         });
         drop(st);
         let host = HostInfo {
-            memory_mib: 1024,
-            cpus: 2,
+            limits: vmm_engine::HostLimits::unknown(),
             bridges: vec![],
         };
         let paths = Paths {

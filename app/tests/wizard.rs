@@ -43,33 +43,50 @@ fn each_bad_input_gets_its_message_and_finish_creates_the_vm() {
 
     click(&mut h, "New");
     assert!(step(&h, 1), "the wizard opens on step 1");
+    assert!(
+        !shows(&h, "Enter the path of the ISO image"),
+        "no error before the user touched the field"
+    );
+    set_text(&mut h, "ISO image path", "x");
+    set_text(&mut h, "ISO image path", "");
+    assert!(
+        shows(&h, "Enter the path of the ISO image, or use Browse…"),
+        "an emptied field says what it needs"
+    );
+    assert!(!shows(&h, "Browse…."), "one full stop");
 
     // Page 1: install media.
     set_text(&mut h, "ISO image path", "/nonexistent/missing.iso");
-    assert!(shows(&h, "/nonexistent/missing.iso doesn't exist"));
+    assert!(shows(
+        &h,
+        "/nonexistent/missing.iso: No such file or directory"
+    ));
     click(&mut h, "Forward");
     assert!(step(&h, 1), "Forward must not leave a page with an error");
 
     let not_iso = t.path().join("notes.iso");
     std::fs::write(&not_iso, vec![b'x'; 40000]).unwrap();
     set_text(&mut h, "ISO image path", not_iso.to_str().unwrap());
-    assert!(shows(&h, "is not an ISO image"));
+    assert!(shows(&h, "not an ISO 9660 image"));
 
     let iso = make_iso(t.path(), "media.iso");
     set_text(&mut h, "ISO image path", iso.to_str().unwrap());
-    assert!(!shows(&h, "is not an ISO image"));
-    assert!(!shows(&h, "doesn't exist"));
+    assert!(!shows(&h, "not an ISO 9660 image"));
+    assert!(!shows(&h, "No such file"));
     click(&mut h, "Forward");
     assert!(step(&h, 2));
 
     // Page 2: memory and CPUs.
     set_text(&mut h, "Memory (MiB)", "0");
     assert!(shows(&h, "Memory must be at least 1 MiB."));
+    // The engine's rule, which the wizard used to let through.
+    set_text(&mut h, "Memory (MiB)", "1");
+    assert!(shows(&h, "Memory of 1 MiB is too small to boot anything."));
     set_text(&mut h, "Memory (MiB)", "99999");
-    assert!(shows(&h, "The host has only 16384 MiB"));
+    assert!(shows(&h, "more than this host has (16384 MiB)"));
     set_text(&mut h, "Memory (MiB)", "512");
     set_text(&mut h, "CPUs", "9");
-    assert!(shows(&h, "The host has only 8 CPUs: enter at most 8."));
+    assert!(shows(&h, "9 CPUs is more than KVM allows here (8)."));
     click(&mut h, "Forward");
     assert!(step(&h, 2));
     set_text(&mut h, "CPUs", "2");
@@ -193,14 +210,18 @@ fn a_vm_that_fails_to_start_shows_its_error() {
     step_until(&mut h, "the start to fail", Duration::from_secs(30), |h| {
         h.state().model.state("broken-kernel") != RunState::Starting
     });
-    assert_eq!(h.state().model.state("broken-kernel"), RunState::Crashed);
+    assert_eq!(
+        h.state().model.state("broken-kernel"),
+        RunState::FailedToStart
+    );
     settle(&mut h);
     assert!(shows(&h, "broken-kernel could not start"));
     assert!(
         shows(&h, "/nonexistent/bzImage"),
         "the message names the file"
     );
-    assert!(shows(&h, "Crashed: "), "the row shows the error");
+    assert!(shows(&h, "Failed to start: "), "the row shows the error");
+    assert!(!shows(&h, "Crashed"), "a VM that never ran did not crash");
 }
 
 /// Starting a VM never blocks the UI. The VM's CD-ROM is a named pipe, so
@@ -253,7 +274,7 @@ fn the_ui_keeps_running_while_a_vm_is_starting() {
     let _ = std::io::Write::write_all(&mut w, b"not an iso");
     drop(w);
     step_until(&mut h, "the start to fail", Duration::from_secs(30), |h| {
-        h.state().model.state("slow") == RunState::Crashed
+        h.state().model.state("slow") == RunState::FailedToStart
     });
     settle(&mut h);
     assert!(shows(&h, "slow could not start"));

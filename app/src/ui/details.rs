@@ -5,9 +5,9 @@
 
 use crate::library::VmDefinition;
 use crate::model::{Action, HostInfo};
-use crate::ui::wizard::{check_cpus, check_memory, ERROR_COLOR};
+use crate::ui::wizard::{parse_cpus, parse_memory, phrase, ERROR_COLOR};
 use egui::{RichText, TextEdit};
-use vmm_engine::{BootOrder, BootSpec, DiskFormat, DiskInterface};
+use vmm_engine::{BootOrder, BootSpec, DiskFormat, DiskInterface, ProblemKind, SpecField};
 
 /// Draft edits of one VM's definition.
 #[derive(Default)]
@@ -58,8 +58,7 @@ impl DetailsView {
                     .color(ui.visuals().weak_text_color()),
             );
         }
-        let em = check_memory(&self.memory, host.memory_mib).err();
-        let ec = check_cpus(&self.cpus, host.cpus).err();
+        let (edited, errors) = self.edited(def, host);
         ui.add_enabled_ui(editable, |ui| {
             egui::Grid::new("details")
                 .num_columns(2)
@@ -129,18 +128,15 @@ impl DetailsView {
                         .labelled_by(l.id);
                     ui.end_row();
                 });
-            if let Some(e) = &em {
-                ui.colored_label(ERROR_COLOR, e);
-            }
-            if let Some(e) = &ec {
+            for e in &errors {
                 ui.colored_label(ERROR_COLOR, e);
             }
             ui.horizontal(|ui| {
-                let valid = em.is_none() && ec.is_none();
-                if ui.add_enabled(valid, egui::Button::new("Apply")).clicked() {
-                    if let Some(d) = self.edited(def, host) {
-                        action = Some(Action::UpdateDefinition(Box::new(d)));
-                    }
+                if ui
+                    .add_enabled(errors.is_empty(), egui::Button::new("Apply"))
+                    .clicked()
+                {
+                    action = Some(Action::UpdateDefinition(Box::new(edited)));
                 }
                 if ui.button("Revert").clicked() {
                     self.reset(def);
@@ -150,11 +146,20 @@ impl DetailsView {
         action
     }
 
-    /// The definition with the draft applied, if the draft is valid.
-    fn edited(&self, def: &VmDefinition, host: &HostInfo) -> Option<VmDefinition> {
+    /// The definition with the draft applied, and what is wrong with it:
+    /// a typed number that does not parse, then the engine's verdict
+    /// (`VmSpec::check`) on what this page edits, in the page's words.
+    fn edited(&self, def: &VmDefinition, host: &HostInfo) -> (VmDefinition, Vec<String>) {
+        let mut errors = Vec::new();
         let mut d = def.clone();
-        d.spec.memory_mib = check_memory(&self.memory, host.memory_mib).ok()?;
-        d.spec.cpus = check_cpus(&self.cpus, host.cpus).ok()?;
+        match parse_memory(&self.memory) {
+            Ok(v) => d.spec.memory_mib = v,
+            Err(e) => errors.push(e),
+        }
+        match parse_cpus(&self.cpus) {
+            Ok(v) => d.spec.cpus = v,
+            Err(e) => errors.push(e),
+        }
         let c = self.cdrom.trim();
         d.spec.cdrom = (!c.is_empty()).then(|| c.into());
         if let (BootSpec::Firmware(f), Some(o)) = (&mut d.spec.boot, self.order) {
@@ -164,6 +169,18 @@ impl DetailsView {
             disk.interface = *itf;
         }
         d.description = self.description.clone();
-        Some(d)
+        for p in d.spec.check(&host.limits) {
+            // A disk's file is not edited here, but its interface is, and
+            // the IDE controller has room for only so many disks.
+            let edited_here = match p.field {
+                SpecField::Memory | SpecField::Cpus | SpecField::Cdrom => true,
+                SpecField::Disk(_) => p.kind == ProblemKind::TooMany,
+                _ => false,
+            };
+            if edited_here {
+                errors.push(phrase(&p));
+            }
+        }
+        (d, errors)
     }
 }

@@ -168,10 +168,10 @@ pub fn show(ui: &mut egui::Ui, model: &Model) -> Vec<Action> {
             {
                 actions.push(a);
             }
-            ui.style_mut()
-                .text_styles
-                .insert(egui::TextStyle::Button, egui::FontId::proportional(15.0));
-            if let Some(a) = shutdown_menu(ui, &vm, if sel_is_vm { st } else { RunState::Off }) {
+            // The same style as its neighbours: a menu button of its own
+            // would be drawn smaller.
+            let shut = if sel_is_vm { st } else { RunState::Off };
+            if let Some(a) = ui::shutdown_menu_button(ui, big("Shut Down"), &vm, shut) {
                 actions.push(a);
             }
             ui.separator();
@@ -296,10 +296,10 @@ fn row(ui: &mut egui::Ui, model: &Model, e: &LibraryEntry, width: f32, actions: 
                 state_color(state),
             );
             let sub = match rt.and_then(|r| r.error.as_ref()) {
-                Some(err) if state == RunState::Crashed => format!("{}: {err}", state.label()),
+                Some(err) if state.is_failure() => format!("{}: {err}", state.label()),
                 _ => state.label().to_string(),
             };
-            let sub_color = if state == RunState::Crashed {
+            let sub_color = if state.is_failure() {
                 ERROR_COLOR
             } else {
                 weak

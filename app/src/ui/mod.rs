@@ -41,9 +41,20 @@ pub fn pause_or_resume(vm: &str, state: RunState) -> (&'static str, Action) {
 
 /// The Shut Down menu: Shut Down (ACPI), Reboot, Force Reset, Force Off.
 pub fn shutdown_menu(ui: &mut egui::Ui, vm: &str, state: RunState) -> Option<Action> {
+    shutdown_menu_button(ui, egui::Button::new("Shut Down"), vm, state)
+}
+
+/// The Shut Down menu opened from `button`, so a toolbar can draw it in the
+/// same style as its other buttons.
+pub fn shutdown_menu_button(
+    ui: &mut egui::Ui,
+    button: egui::Button<'_>,
+    vm: &str,
+    state: RunState,
+) -> Option<Action> {
     let mut action = None;
     ui.add_enabled_ui(state.is_controllable(), |ui| {
-        ui.menu_button("Shut Down", |ui| {
+        egui::containers::menu::MenuButton::from_button(button).ui(ui, |ui| {
             let ctx = ui.ctx().clone();
             let item = |ui: &mut egui::Ui, label: &str, sc: &KeyboardShortcut| {
                 ui.add(egui::Button::new(label).shortcut_text(ctx.format_shortcut(sc)))
@@ -73,7 +84,7 @@ pub fn state_color(state: RunState) -> egui::Color32 {
         RunState::Starting => egui::Color32::from_rgb(0x40, 0x90, 0xd0),
         RunState::Running => egui::Color32::from_rgb(0x3c, 0xb0, 0x4c),
         RunState::Paused => egui::Color32::from_rgb(0xe0, 0xa0, 0x20),
-        RunState::Crashed => egui::Color32::from_rgb(0xd0, 0x30, 0x30),
+        RunState::Crashed | RunState::FailedToStart => egui::Color32::from_rgb(0xd0, 0x30, 0x30),
     }
 }
 

@@ -11,8 +11,11 @@ use vireo::model::HostInfo;
 /// A fixed host, so the pages and messages are the same everywhere.
 pub fn host() -> HostInfo {
     HostInfo {
-        memory_mib: 16384,
-        cpus: 8,
+        limits: vmm_engine::HostLimits {
+            memory_mib: Some(16384),
+            max_vcpus: Some(8),
+            kvm_unusable: None,
+        },
         bridges: vec!["br0".into(), "virbr0".into()],
     }
 }

@@ -4,11 +4,10 @@
 
 use crate::library::{check_name, VmDefinition};
 use crate::model::{HostInfo, NewVm};
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use vmm_engine::{
     BootOrder, BootSpec, DiskFormat, DiskInterface, DiskSpec, FirmwareBoot, LinuxBoot, NicSpec,
-    VmSpec,
+    SpecField, SpecProblem, VmSpec,
 };
 
 pub const STEP_TITLES: [&str; 5] = [
@@ -79,6 +78,9 @@ pub struct Wizard {
     pub(super) taken: Vec<String>,
     pub(super) browse: Option<crossbeam_channel::Receiver<(Field, PathBuf)>>,
     pub(super) fs_cache: Option<FsCheck>,
+    /// The fields (by label) the user has edited; a field shows its error
+    /// once edited or filled.
+    pub(super) touched: std::collections::HashSet<String>,
 }
 
 impl Wizard {
@@ -96,7 +98,12 @@ impl Wizard {
             kernel: String::new(),
             initrd: String::new(),
             cmdline: "console=ttyS0".into(),
-            memory: host.memory_mib.clamp(1, 1024).to_string(),
+            memory: host
+                .limits
+                .memory_mib
+                .unwrap_or(1024)
+                .clamp(2, 1024)
+                .to_string(),
             cpus: "1".into(),
             storage: Storage::Create,
             size_gib: "20".into(),
@@ -113,6 +120,7 @@ impl Wizard {
             taken,
             browse: None,
             fs_cache: None,
+            touched: Default::default(),
         };
         w.update_default_path();
         w
@@ -133,31 +141,63 @@ impl Wizard {
     }
 
     // ---- checks, one per field ----
+    //
+    // The rules for a definition are the engine's (`VmSpec::check`): the
+    // wizard builds the spec its fields describe and shows each problem
+    // under the field it names, in the wizard's words. What is left here is
+    // parsing the typed text and what the engine cannot judge before the
+    // VM exists: the new disk's path and size, the name, the host bridge.
+
+    /// The engine's problems with the spec the fields describe, minus those
+    /// about the disk the wizard is still to create.
+    fn spec_problems(&self) -> Vec<SpecProblem> {
+        let spec = self.draft_spec();
+        let creating = self.storage_used() == Storage::Create;
+        spec.check(&self.host.limits)
+            .into_iter()
+            .filter(|p| !(creating && matches!(p.field, SpecField::Disk(_))))
+            .collect()
+    }
+
+    /// The first problem with `field`, phrased for the wizard.
+    fn problem(&self, problems: &[SpecProblem], field: SpecField) -> Result<(), String> {
+        match problems.iter().find(|p| p.field == field) {
+            Some(p) => Err(phrase(p)),
+            None => Ok(()),
+        }
+    }
 
     pub fn check_media(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let problems = self.spec_problems();
         match self.media {
-            Media::Iso => vec![("iso", check_iso(&self.iso))],
-            Media::Import => vec![("import", check_disk_image(&self.import).map(|_| ()))],
+            Media::Iso => vec![(
+                "iso",
+                non_empty(&self.iso, "ISO image")
+                    .and_then(|()| self.problem(&problems, SpecField::Cdrom)),
+            )],
+            Media::Import => vec![("import", self.check_import().map(|_| ()))],
             Media::Kernel => vec![
-                ("kernel", check_file(&self.kernel, "kernel")),
                 (
-                    "initrd",
-                    if self.initrd.trim().is_empty() {
-                        Ok(())
-                    } else {
-                        check_file(&self.initrd, "initrd")
-                    },
+                    "kernel",
+                    non_empty(&self.kernel, "kernel")
+                        .and_then(|()| self.problem(&problems, SpecField::Kernel)),
                 ),
+                ("initrd", self.problem(&problems, SpecField::Initrd)),
+                ("cmdline", self.problem(&problems, SpecField::Cmdline)),
             ],
         }
     }
 
     pub fn check_memory(&self) -> Result<u64, String> {
-        check_memory(&self.memory, self.host.memory_mib)
+        let v = parse_memory(&self.memory)?;
+        self.problem(&self.spec_problems(), SpecField::Memory)?;
+        Ok(v)
     }
 
     pub fn check_cpus(&self) -> Result<u32, String> {
-        check_cpus(&self.cpus, self.host.cpus)
+        let v = parse_cpus(&self.cpus)?;
+        self.problem(&self.spec_problems(), SpecField::Cpus)?;
+        Ok(v)
     }
 
     pub(super) fn storage_used(&self) -> Storage {
@@ -186,8 +226,17 @@ impl Wizard {
         r
     }
 
+    /// The image to import: the engine's file check, then its format probe.
+    pub fn check_import(&self) -> Result<DiskFormat, String> {
+        non_empty(&self.import, "disk image")?;
+        self.problem(&self.spec_problems(), SpecField::Disk(0))?;
+        probe(&self.import)
+    }
+
     pub fn check_existing(&self) -> Result<DiskFormat, String> {
-        check_disk_image(&self.existing)
+        non_empty(&self.existing, "disk image")?;
+        self.problem(&self.spec_problems(), SpecField::Disk(0))?;
+        probe(&self.existing)
     }
 
     pub fn check_name(&self) -> Result<(), String> {
@@ -205,7 +254,14 @@ impl Wizard {
         if self.network == Network::None {
             return Ok(());
         }
-        check_bridge(self.bridge.trim(), &self.host.bridges)
+        check_bridge(self.bridge.trim(), &self.host.bridges)?;
+        self.problem(&self.spec_problems(), SpecField::Nic(0))
+    }
+
+    /// A problem none of the pages has a field for (the BIOS image),
+    /// shown on the summary page.
+    pub fn check_other(&self) -> Result<(), String> {
+        self.problem(&self.spec_problems(), SpecField::Firmware)
     }
 
     /// Whether the current page may be left with Forward.
@@ -219,71 +275,42 @@ impl Wizard {
                 Storage::None => true,
             },
             3 => self.check_name().is_ok() && self.check_bridge().is_ok(),
-            _ => (0..4).all(|s| self.page_valid(s)),
+            _ => (0..4).all(|s| self.page_valid(s)) && self.check_other().is_ok(),
         }
     }
 
-    /// Builds the definition (valid pages assumed; checked again here).
-    pub fn build(&mut self) -> Result<NewVm, String> {
-        if !(0..4).all(|s| self.page_valid(s)) {
-            return Err("Some settings are not valid: go back and fix them.".into());
-        }
-        let name = self.name.trim().to_string();
-        let mut new_disk = None;
+    /// The spec the fields describe as they are now, checked or not (a
+    /// number that does not parse counts as 0; its field reports the
+    /// parse error first).
+    fn draft_spec(&self) -> VmSpec {
+        let path = |s: &str| PathBuf::from(s.trim());
+        // The format does not matter to the spec check; `build` probes it.
+        let disk = |p: PathBuf| DiskSpec {
+            path: p,
+            format: DiskFormat::Raw,
+            interface: DiskInterface::Virtio,
+            readonly: false,
+        };
         let mut disks = Vec::new();
-        let mut owned = Vec::new();
         match self.storage_used() {
-            Storage::Create => {
-                let path = PathBuf::from(self.disk_path.trim());
-                let bytes = self.check_size()?;
-                disks.push(DiskSpec {
-                    path: path.clone(),
-                    format: self.format,
-                    interface: DiskInterface::Virtio,
-                    readonly: false,
-                });
-                owned.push(path.clone());
-                new_disk = Some((path, self.format, bytes));
-            }
-            Storage::Existing => disks.push(DiskSpec {
-                path: PathBuf::from(self.existing.trim()),
-                format: self.check_existing()?,
-                interface: DiskInterface::Virtio,
-                readonly: false,
+            Storage::Create => disks.push(DiskSpec {
+                format: self.format,
+                ..disk(path(&self.disk_path))
             }),
+            Storage::Existing => disks.push(disk(path(&self.existing))),
             Storage::None => {}
         }
+        let firmware = |order| BootSpec::Firmware(FirmwareBoot { bios: None, order });
         let (boot, cdrom) = match self.media {
-            Media::Iso => (
-                BootSpec::Firmware(FirmwareBoot {
-                    bios: None,
-                    order: BootOrder::CdromFirst,
-                }),
-                Some(PathBuf::from(self.iso.trim())),
-            ),
+            Media::Iso => (firmware(BootOrder::CdromFirst), Some(path(&self.iso))),
             Media::Import => {
-                disks.insert(
-                    0,
-                    DiskSpec {
-                        path: PathBuf::from(self.import.trim()),
-                        format: check_disk_image(&self.import)?,
-                        interface: DiskInterface::Virtio,
-                        readonly: false,
-                    },
-                );
-                (
-                    BootSpec::Firmware(FirmwareBoot {
-                        bios: None,
-                        order: BootOrder::DiskFirst,
-                    }),
-                    None,
-                )
+                disks.insert(0, disk(path(&self.import)));
+                (firmware(BootOrder::DiskFirst), None)
             }
             Media::Kernel => (
                 BootSpec::Linux(LinuxBoot {
-                    kernel: PathBuf::from(self.kernel.trim()),
-                    initrd: (!self.initrd.trim().is_empty())
-                        .then(|| PathBuf::from(self.initrd.trim())),
+                    kernel: path(&self.kernel),
+                    initrd: (!self.initrd.trim().is_empty()).then(|| path(&self.initrd)),
                     cmdline: self.cmdline.clone(),
                 }),
                 None,
@@ -293,97 +320,92 @@ impl Wizard {
             Network::None => Vec::new(),
             Network::Bridge => vec![NicSpec {
                 bridge: self.bridge.trim().to_string(),
-                mac: random_mac(&name),
+                mac: String::new(),
             }],
         };
-        let spec = VmSpec {
-            name,
-            memory_mib: self.check_memory()?,
-            cpus: self.check_cpus()?,
+        VmSpec {
+            name: self.name.trim().to_string(),
+            memory_mib: parse_memory(&self.memory).unwrap_or(0),
+            cpus: parse_cpus(&self.cpus).unwrap_or(0),
             boot,
             cdrom,
             disks,
             nics,
             firmware_log: None,
             no_reboot: false,
-        };
+        }
+    }
+
+    /// Builds the definition (valid pages assumed; checked again here).
+    pub fn build(&mut self) -> Result<NewVm, String> {
+        if !self.page_valid(4) {
+            return Err("Some settings are not valid: go back and fix them.".into());
+        }
+        let mut spec = self.draft_spec();
+        let mut new_disk = None;
+        let mut owned = Vec::new();
+        match self.storage_used() {
+            Storage::Create => {
+                let path = spec.disks[0].path.clone();
+                owned.push(path.clone());
+                new_disk = Some((path, self.format, self.check_size()?));
+            }
+            Storage::Existing => spec.disks[0].format = self.check_existing()?,
+            Storage::None => {}
+        }
+        if self.media == Media::Import {
+            spec.disks[0].format = self.check_import()?;
+        }
+        for nic in &mut spec.nics {
+            nic.mac = vmm_engine::mac::random();
+        }
         let mut def = VmDefinition::new(spec);
         def.owned_disks = owned;
         Ok(NewVm { def, new_disk })
     }
 }
 
-fn check_file(path: &str, what: &str) -> Result<(), String> {
-    let p = path.trim();
-    if p.is_empty() {
-        return Err(format!("Enter the path of the {what}, or use Browse…."));
-    }
-    let m = std::fs::metadata(p).map_err(|_| format!("{p} doesn't exist: check the path."))?;
-    if !m.is_file() {
-        return Err(format!("{p} is not a file."));
+/// A path field must not be blank.
+fn non_empty(path: &str, what: &str) -> Result<(), String> {
+    if path.trim().is_empty() {
+        return Err(format!("Enter the path of the {what}, or use Browse…"));
     }
     Ok(())
 }
 
-/// The file must exist and carry the ISO9660 "CD001" volume descriptor at
-/// byte 32769.
-pub fn check_iso(path: &str) -> Result<(), String> {
-    check_file(path, "ISO image")?;
-    let p = path.trim();
-    let mut f = std::fs::File::open(p).map_err(|e| format!("Can't read {p}: {e}"))?;
-    let mut buf = [0u8; 32774];
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) => return Err(format!("Can't read {p}: {e}")),
-        }
-    }
-    if got < buf.len() || &buf[32769..32774] != b"CD001" {
-        return Err(format!(
-            "{p} is not an ISO image (no ISO9660 volume descriptor): choose a .iso file."
-        ));
-    }
-    Ok(())
+/// The engine's format probe (raw or qcow2) of a disk image.
+fn probe(path: &str) -> Result<DiskFormat, String> {
+    vmm_engine::disk::probe(Path::new(path.trim())).map_err(|e| phrase_text(&e.to_string()))
 }
 
-/// The file must be a raw or qcow2 image.
-pub fn check_disk_image(path: &str) -> Result<DiskFormat, String> {
-    check_file(path, "disk image")?;
-    crate::connection::probe_disk_file(Path::new(path.trim())).map_err(|e| format!("{e}."))
+/// A spec problem in the wizard's words: the engine's sentence, begun with
+/// a capital and ended with a full stop.
+pub fn phrase(p: &SpecProblem) -> String {
+    phrase_text(&p.message)
 }
 
-pub fn check_memory(text: &str, host_mib: u64) -> Result<u64, String> {
-    let v: u64 = text
-        .trim()
+fn phrase_text(m: &str) -> String {
+    let mut chars = m.trim().chars();
+    let mut s: String = match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => return String::new(),
+    };
+    if !s.ends_with(['.', '…']) {
+        s.push('.');
+    }
+    s
+}
+
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    text.trim()
         .parse()
-        .map_err(|_| "Enter the memory as a whole number of MiB.".to_string())?;
-    if v == 0 {
-        return Err("Memory must be at least 1 MiB.".into());
-    }
-    if v > host_mib {
-        return Err(format!(
-            "The host has only {host_mib} MiB: enter at most {host_mib}."
-        ));
-    }
-    Ok(v)
+        .map_err(|_| "Enter the memory as a whole number of MiB.".to_string())
 }
 
-pub fn check_cpus(text: &str, host_cpus: u32) -> Result<u32, String> {
-    let v: u32 = text
-        .trim()
+pub fn parse_cpus(text: &str) -> Result<u32, String> {
+    text.trim()
         .parse()
-        .map_err(|_| "Enter the number of CPUs as a whole number.".to_string())?;
-    if v == 0 {
-        return Err("A VM needs at least 1 CPU.".into());
-    }
-    if v > host_cpus {
-        return Err(format!(
-            "The host has only {host_cpus} CPUs: enter at most {host_cpus}."
-        ));
-    }
-    Ok(v)
+        .map_err(|_| "Enter the number of CPUs as a whole number.".to_string())
 }
 
 /// Size in GiB -> bytes.
@@ -501,55 +523,89 @@ pub fn check_bridge(name: &str, bridges: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// A locally administered MAC in QEMU's 52:54:00 range, different for each
-/// VM and call.
-pub fn random_mac(seed: &str) -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write(seed.as_bytes());
-    let v = h.finish();
-    format!(
-        "52:54:00:{:02x}:{:02x}:{:02x}",
-        (v >> 16) as u8,
-        (v >> 8) as u8,
-        v as u8
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn host() -> HostInfo {
+        HostInfo {
+            limits: vmm_engine::HostLimits {
+                memory_mib: Some(4096),
+                max_vcpus: Some(4),
+                kvm_unusable: None,
+            },
+            bridges: vec!["br0".into()],
+        }
+    }
+
+    fn wizard(t: &tempfile::TempDir) -> Wizard {
+        Wizard::new(host(), t.path().join("images"), vec!["vm1".into()])
+    }
+
     #[test]
-    fn iso_check_needs_cd001_at_32769() {
+    fn the_iso_field_shows_the_engines_verdict() {
         let t = tempfile::tempdir().unwrap();
+        let mut w = wizard(&t);
+        assert_eq!(
+            w.check_media()[0].1,
+            Err("Enter the path of the ISO image, or use Browse…".into())
+        );
         let p = t.path().join("x.iso");
         let mut data = vec![0u8; 40000];
         data[32769..32774].copy_from_slice(b"CD001");
         std::fs::write(&p, &data).unwrap();
-        assert!(check_iso(p.to_str().unwrap()).is_ok());
+        w.iso = p.display().to_string();
+        assert_eq!(w.check_media()[0].1, Ok(()));
         data[32769] = b'X';
         std::fs::write(&p, &data).unwrap();
-        assert!(check_iso(p.to_str().unwrap())
-            .unwrap_err()
-            .contains("not an ISO image"));
-        std::fs::write(&p, b"short").unwrap();
-        assert!(check_iso(p.to_str().unwrap()).is_err());
-        assert!(check_iso("/nonexistent/a.iso")
-            .unwrap_err()
-            .contains("doesn't exist"));
-        assert!(check_iso("").is_err());
+        let e = w.check_media()[0].1.clone().unwrap_err();
+        let engine = vmm_engine::check_iso(&p).unwrap_err();
+        assert_eq!(e, phrase(&engine));
+        assert!(e.contains("not an ISO 9660 image"), "{e}");
+        assert!(e.ends_with('.'), "{e}");
+        w.iso = "/nonexistent/a.iso".into();
+        let e = w.check_media()[0].1.clone().unwrap_err();
+        assert!(
+            e.contains("/nonexistent/a.iso") && e.contains("check the path"),
+            "{e}"
+        );
     }
 
     #[test]
-    fn memory_cpus_and_size_limits() {
-        assert_eq!(check_memory("512", 1024), Ok(512));
-        assert!(check_memory("0", 1024).unwrap_err().contains("at least 1"));
-        assert!(check_memory("2048", 1024).unwrap_err().contains("1024"));
-        assert!(check_memory("x", 1024).is_err());
-        assert_eq!(check_cpus("2", 2), Ok(2));
-        assert!(check_cpus("3", 2).unwrap_err().contains("only 2 CPUs"));
-        assert!(check_cpus("0", 2).is_err());
+    fn memory_and_cpus_follow_the_engines_rules() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = wizard(&t);
+        w.memory = "512".into();
+        assert_eq!(w.check_memory(), Ok(512));
+        w.memory = "0".into();
+        assert_eq!(
+            w.check_memory(),
+            Err("Memory must be at least 1 MiB.".into())
+        );
+        // The wizard used to accept 1 MiB, which the engine then refused.
+        w.memory = "1".into();
+        assert!(w.check_memory().unwrap_err().contains("too small to boot"));
+        w.memory = "4097".into();
+        assert!(w
+            .check_memory()
+            .unwrap_err()
+            .contains("more than this host has (4096 MiB)"));
+        w.memory = "x".into();
+        assert!(w.check_memory().unwrap_err().contains("whole number"));
+        w.cpus = "4".into();
+        assert_eq!(w.check_cpus(), Ok(4));
+        w.cpus = "5".into();
+        assert!(w
+            .check_cpus()
+            .unwrap_err()
+            .contains("more than KVM allows here (4)"));
+        w.cpus = "0".into();
+        assert_eq!(w.check_cpus(), Err("A VM needs at least 1 CPU.".into()));
+        assert!(!w.page_valid(1));
+    }
+
+    #[test]
+    fn size_limits() {
         assert_eq!(check_size_gib("1"), Ok(1 << 30));
         assert!(check_size_gib("0").is_err());
         assert!(check_size_gib("-1").is_err());
@@ -592,12 +648,7 @@ mod tests {
         let mut data = vec![0u8; 40000];
         data[32769..32774].copy_from_slice(b"CD001");
         std::fs::write(&iso, &data).unwrap();
-        let host = HostInfo {
-            memory_mib: 4096,
-            cpus: 4,
-            bridges: vec!["br0".into()],
-        };
-        let mut w = Wizard::new(host, t.path().join("images"), vec!["vm1".into()]);
+        let mut w = wizard(&t);
         assert_eq!(w.name, "vm2");
         assert!(!w.page_valid(0));
         w.iso = iso.display().to_string();

@@ -4,6 +4,7 @@
 use super::form::{Field, Media, Network, Storage, Wizard, STEP_TITLES};
 use crate::model::Action;
 use egui::{Color32, RichText, TextEdit};
+use std::collections::HashSet;
 use vmm_engine::DiskFormat;
 
 pub const ERROR_COLOR: Color32 = Color32::from_rgb(0xd0, 0x30, 0x30);
@@ -124,43 +125,73 @@ impl Wizard {
         match self.media {
             Media::Iso => {
                 let e = err("iso");
-                path_field(ui, "ISO image path", &mut self.iso, e.as_deref())
-                    .then(|| self.browse(ui.ctx(), Field::Iso));
+                path_field(
+                    ui,
+                    "ISO image path",
+                    &mut self.iso,
+                    &mut self.touched,
+                    e.as_deref(),
+                )
+                .then(|| self.browse(ui.ctx(), Field::Iso));
             }
             Media::Import => {
                 let e = err("import");
-                path_field(ui, "Disk image path", &mut self.import, e.as_deref())
-                    .then(|| self.browse(ui.ctx(), Field::Import));
+                path_field(
+                    ui,
+                    "Disk image path",
+                    &mut self.import,
+                    &mut self.touched,
+                    e.as_deref(),
+                )
+                .then(|| self.browse(ui.ctx(), Field::Import));
             }
             Media::Kernel => {
                 let (ek, ei) = (err("kernel"), err("initrd"));
-                path_field(ui, "Kernel path", &mut self.kernel, ek.as_deref())
-                    .then(|| self.browse(ui.ctx(), Field::Kernel));
+                path_field(
+                    ui,
+                    "Kernel path",
+                    &mut self.kernel,
+                    &mut self.touched,
+                    ek.as_deref(),
+                )
+                .then(|| self.browse(ui.ctx(), Field::Kernel));
                 path_field(
                     ui,
                     "Initrd path (optional)",
                     &mut self.initrd,
+                    &mut self.touched,
                     ei.as_deref(),
                 )
                 .then(|| self.browse(ui.ctx(), Field::Initrd));
-                text_field(ui, "Kernel command line", &mut self.cmdline, None);
+                let ec = err("cmdline");
+                text_field(
+                    ui,
+                    "Kernel command line",
+                    &mut self.cmdline,
+                    &mut self.touched,
+                    ec.as_deref(),
+                );
             }
         }
     }
 
     fn page_memory(&mut self, ui: &mut egui::Ui) {
         let (em, ec) = (self.check_memory().err(), self.check_cpus().err());
-        text_field(ui, "Memory (MiB)", &mut self.memory, em.as_deref());
-        ui.weak(format!(
-            "Up to {} MiB available on the host.",
-            self.host.memory_mib
-        ));
+        text_field(
+            ui,
+            "Memory (MiB)",
+            &mut self.memory,
+            &mut self.touched,
+            em.as_deref(),
+        );
+        if let Some(mib) = self.host.limits.memory_mib {
+            ui.weak(format!("Up to {mib} MiB available on the host."));
+        }
         ui.add_space(8.0);
-        text_field(ui, "CPUs", &mut self.cpus, ec.as_deref());
-        ui.weak(format!(
-            "Up to {} CPUs available on the host.",
-            self.host.cpus
-        ));
+        text_field(ui, "CPUs", &mut self.cpus, &mut self.touched, ec.as_deref());
+        if let Some(n) = self.host.limits.max_vcpus {
+            ui.weak(format!("KVM allows up to {n} CPUs here."));
+        }
     }
 
     fn page_storage(&mut self, ui: &mut egui::Ui) {
@@ -178,7 +209,13 @@ impl Wizard {
         match self.storage {
             Storage::Create => {
                 let es = self.check_size().err();
-                text_field(ui, "Size (GiB)", &mut self.size_gib, es.as_deref());
+                text_field(
+                    ui,
+                    "Size (GiB)",
+                    &mut self.size_gib,
+                    &mut self.touched,
+                    es.as_deref(),
+                );
                 ui.horizontal(|ui| {
                     ui.label("Format");
                     let before = self.format;
@@ -190,7 +227,13 @@ impl Wizard {
                 });
                 let ep = self.check_new_disk().err();
                 let before = self.disk_path.clone();
-                if path_field(ui, "Disk image path", &mut self.disk_path, ep.as_deref()) {
+                if path_field(
+                    ui,
+                    "Disk image path",
+                    &mut self.disk_path,
+                    &mut self.touched,
+                    ep.as_deref(),
+                ) {
                     self.browse(ui.ctx(), Field::NewDisk);
                 }
                 if before != self.disk_path {
@@ -203,6 +246,7 @@ impl Wizard {
                     ui,
                     "Existing disk image path",
                     &mut self.existing,
+                    &mut self.touched,
                     e.as_deref(),
                 ) {
                     self.browse(ui.ctx(), Field::Existing);
@@ -217,7 +261,7 @@ impl Wizard {
     fn page_name(&mut self, ui: &mut egui::Ui) {
         let en = self.check_name().err();
         let before = self.name.clone();
-        text_field(ui, "Name", &mut self.name, en.as_deref());
+        text_field(ui, "Name", &mut self.name, &mut self.touched, en.as_deref());
         if before != self.name {
             self.update_default_path();
         }
@@ -243,7 +287,13 @@ impl Wizard {
                     .labelled_by(l.id);
             });
             let eb = self.check_bridge().err();
-            text_field(ui, "Device name", &mut self.bridge, eb.as_deref());
+            text_field(
+                ui,
+                "Device name",
+                &mut self.bridge,
+                &mut self.touched,
+                eb.as_deref(),
+            );
         }
     }
 
@@ -294,6 +344,9 @@ impl Wizard {
             });
         ui.add_space(8.0);
         ui.label("Finish creates the disk, saves the VM and starts it.");
+        if let Err(e) = self.check_other() {
+            ui.colored_label(ERROR_COLOR, e);
+        }
         if let Some(e) = &self.finish_error {
             ui.colored_label(ERROR_COLOR, e);
         }
@@ -307,28 +360,61 @@ fn fmt_name(f: DiskFormat) -> &'static str {
     }
 }
 
+/// A field's error, shown once the user has edited the field or it holds
+/// something: a fresh page is not red before anything was typed.
+fn shown_error<'a>(
+    resp: &egui::Response,
+    label: &str,
+    text: &str,
+    touched: &mut HashSet<String>,
+    error: Option<&'a str>,
+) -> Option<&'a str> {
+    if resp.changed() {
+        touched.insert(label.to_string());
+    }
+    error.filter(|_| touched.contains(label) || !text.trim().is_empty())
+}
+
 /// A labelled one-line text field with its error under it.
-fn text_field(ui: &mut egui::Ui, label: &str, text: &mut String, error: Option<&str>) {
-    ui.horizontal(|ui| {
-        let l = ui.label(label);
-        ui.add(TextEdit::singleline(text).desired_width(260.0))
-            .labelled_by(l.id);
-    });
-    if let Some(e) = error {
+fn text_field(
+    ui: &mut egui::Ui,
+    label: &str,
+    text: &mut String,
+    touched: &mut HashSet<String>,
+    error: Option<&str>,
+) {
+    let resp = ui
+        .horizontal(|ui| {
+            let l = ui.label(label);
+            ui.add(TextEdit::singleline(text).desired_width(260.0))
+                .labelled_by(l.id)
+        })
+        .inner;
+    if let Some(e) = shown_error(&resp, label, text, touched, error) {
         ui.colored_label(ERROR_COLOR, e);
     }
 }
 
 /// A labelled path field with a Browse… button; returns true on Browse.
-fn path_field(ui: &mut egui::Ui, label: &str, text: &mut String, error: Option<&str>) -> bool {
+fn path_field(
+    ui: &mut egui::Ui,
+    label: &str,
+    text: &mut String,
+    touched: &mut HashSet<String>,
+    error: Option<&str>,
+) -> bool {
     let mut browse = false;
     let l = ui.label(label);
-    ui.horizontal(|ui| {
-        ui.add(TextEdit::singleline(text).desired_width(380.0))
-            .labelled_by(l.id);
-        browse = ui.button("Browse…").clicked();
-    });
-    if let Some(e) = error {
+    let resp = ui
+        .horizontal(|ui| {
+            let r = ui
+                .add(TextEdit::singleline(text).desired_width(380.0))
+                .labelled_by(l.id);
+            browse = ui.button("Browse…").clicked();
+            r
+        })
+        .inner;
+    if let Some(e) = shown_error(&resp, label, text, touched, error) {
         ui.colored_label(ERROR_COLOR, e);
     }
     browse
