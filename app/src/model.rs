@@ -52,7 +52,7 @@ pub fn parse_meminfo_total_kib(meminfo: &str) -> Option<u64> {
 
 /// Interfaces under `sys_class_net` that have a `bridge` folder, sorted.
 pub fn list_bridges(sys_class_net: &std::path::Path) -> Vec<String> {
-    vmm_engine::net::list_bridges_in(sys_class_net)
+    vmm_engine::host::bridges_in(sys_class_net)
 }
 
 /// A new VM as the wizard built it.
