@@ -102,7 +102,7 @@ fn parse_disk(s: &str) -> Result<DiskSpec, String> {
     if !format_given {
         // A file that cannot be probed keeps raw; the engine's spec check
         // (see `problems`) reports why it cannot be used.
-        if let Ok(f) = vmm_engine::block::probe_format(&d.path) {
+        if let Ok(f) = vmm_engine::disk::probe(&d.path) {
             d.format = f;
         }
     }

@@ -218,8 +218,8 @@ impl EngineConnection {
 }
 
 /// The engine's PS/2 key for a [`GuestKey`].
-pub fn keycode(k: GuestKey) -> Option<vmm_engine::devices::keys::KeyCode> {
-    use vmm_engine::devices::keys::KeyCode as K;
+pub fn keycode(k: GuestKey) -> Option<vmm_engine::input::KeyCode> {
+    use vmm_engine::input::KeyCode as K;
     Some(match k {
         GuestKey::Char(c) => match c.to_ascii_lowercase() {
             'a' => K::A,
@@ -368,12 +368,12 @@ impl Connection for EngineConnection {
     }
 
     fn create_disk(&mut self, path: &Path, format: DiskFormat, size_bytes: u64) -> Result<()> {
-        vmm_engine::block::create(path, format, size_bytes)
+        vmm_engine::disk::create(path, format, size_bytes)
             .map_err(|e| anyhow::anyhow!("can't create the disk image: {e}"))
     }
 
     fn probe_disk(&self, path: &Path) -> Result<DiskFormat> {
-        vmm_engine::block::probe_format(path).map_err(|e| anyhow::anyhow!("{e}"))
+        vmm_engine::disk::probe(path).map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     fn start(&mut self, def: &VmDefinition) -> Result<()> {

@@ -185,7 +185,8 @@ fn bad_media_and_disks_are_refused() {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let _lock = vmm_engine::block::open(&held, vmm_engine::DiskFormat::Raw, false).unwrap();
+    let _lock =
+        vmm_engine::testing::block::open(&held, vmm_engine::DiskFormat::Raw, false).unwrap();
     expect_usage_error(
         &["run", "--cdrom", iso, "--disk", held.to_str().unwrap()],
         "in use",

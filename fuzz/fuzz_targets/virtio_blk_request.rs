@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    vmm_engine::devices::virtio::fuzz::fuzz_blk_request(data);
+    vmm_engine::testing::devices::virtio::fuzz::fuzz_blk_request(data);
 });

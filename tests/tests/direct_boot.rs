@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use vireo_tests::{count, guest, require_kvm, Console};
-use vmm_engine::memory::{MemoryLayout, MIB};
+use vmm_engine::testing::memory::{MemoryLayout, MIB};
 use vmm_engine::{StopReason, Vm, VmEvent, VmSpec, VmState};
 
 const T: Duration = Duration::from_secs(60);

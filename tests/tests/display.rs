@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vireo_tests::{guest, require_kvm, Console};
-use vmm_engine::display::Framebuffer;
+use vmm_engine::Framebuffer;
 use vmm_engine::{Vm, VmSpec};
 
 const T: Duration = Duration::from_secs(400);

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use vireo_tests::{guest, require_kvm, Console};
-use vmm_engine::devices::keys::KeyCode;
+use vmm_engine::input::KeyCode;
 use vmm_engine::{
     BootOrder, BootSpec, DiskFormat, DiskInterface, DiskSpec, StopReason, Vm, VmSpec,
 };

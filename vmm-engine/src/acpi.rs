@@ -530,6 +530,7 @@ fn add_pointer(data: &mut [u8], offset: usize, size: u8, value: u64) {
 impl AcpiTables {
     /// The unplaced bytes of the table with signature `sig` (`FACS`,
     /// `DSDT`, `FACP`, `APIC`, `RSDT`, `XSDT`); pointer fields are 0.
+    #[cfg(test)]
     pub fn table(&self, sig: &[u8; 4]) -> Option<&[u8]> {
         self.tables
             .iter()

@@ -77,7 +77,6 @@ pub struct Platform {
     pub acpi_pm: Arc<Mutex<AcpiPm>>,
     pub vga: VgaHandle,
     pub pci_root: Arc<Mutex<PciRoot>>,
-    pub ide: Arc<Mutex<Ide>>,
     _rtc_timer: Option<RtcTimer>,
     /// The I/O thread serving virtio backends; dropped after the devices.
     _io_loop: EventLoop,
@@ -607,7 +606,6 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
             acpi_pm,
             vga: vga_handle,
             pci_root,
-            ide,
             _rtc_timer: Some(rtc_timer),
             _io_loop: io_loop,
         },

@@ -53,6 +53,7 @@ impl ExitCell {
             g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
         }
     }
+    #[cfg(test)]
     pub fn get(&self) -> Option<MachineExit> {
         self.reason
             .lock()

@@ -537,7 +537,8 @@ pub struct Machine {
     /// Keeps the KVM VM (and so its memory slots) alive as long as the
     /// machine, whatever devices still hold clones.
     _vm_fd: Arc<VmFd>,
-    mem: GuestMem,
+    /// Owns the guest RAM the KVM slots point into.
+    _mem: GuestMem,
     io_bus: Bus,
     mmio_bus: Bus,
     exit: Arc<ExitCell>,
@@ -674,7 +675,7 @@ impl Machine {
 
         Ok(Machine {
             _vm_fd: vm_fd,
-            mem,
+            _mem: mem,
             io_bus,
             mmio_bus,
             exit,
@@ -688,11 +689,6 @@ impl Machine {
             vcpu_tids: Default::default(),
             _firmware: firmware,
         })
-    }
-
-    /// Guest memory (for tests and device wiring).
-    pub fn memory(&self) -> &GuestMem {
-        &self.mem
     }
 
     fn start_vcpus(&self) -> Result<(), VmError> {

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vm_memory::{Bytes, GuestAddress};
-use vmm_engine::devices::pci::PciDevice;
-use vmm_engine::devices::virtio::blk::{self, Blk};
-use vmm_engine::devices::virtio::event_loop::EventLoop;
-use vmm_engine::devices::virtio::pci::{common, VirtioPciDevice, NO_VECTOR};
-use vmm_engine::devices::virtio::{open_disk, status, F_VERSION_1};
-use vmm_engine::devices::RecordingIrq;
+use vmm_engine::testing::devices::pci::PciDevice;
+use vmm_engine::testing::devices::virtio::blk::{self, Blk};
+use vmm_engine::testing::devices::virtio::event_loop::EventLoop;
+use vmm_engine::testing::devices::virtio::pci::{common, VirtioPciDevice, NO_VECTOR};
+use vmm_engine::testing::devices::virtio::{open_disk, status, F_VERSION_1};
+use vmm_engine::testing::devices::RecordingIrq;
 use vmm_engine::DiskFormat;
 
 use virtio_common::*;
@@ -849,8 +849,10 @@ fn throughput_through_the_driver() {
 fn no_dma_without_bus_mastering() {
     let mut s = ready_setup("busmaster", false, 0x61);
     let d = &mut s.drv;
-    d.dev
-        .config_write(0x04, &vmm_engine::devices::pci::CMD_MEM.to_le_bytes());
+    d.dev.config_write(
+        0x04,
+        &vmm_engine::testing::devices::pci::CMD_MEM.to_le_bytes(),
+    );
     let buf = d.alloc(512, 512);
     let r = queue_read0(d, buf);
     d.kick(0);
@@ -860,7 +862,8 @@ fn no_dma_without_bus_mastering() {
         0,
         "nothing served while bus mastering is off"
     );
-    let cmd = vmm_engine::devices::pci::CMD_MEM | vmm_engine::devices::pci::CMD_BUS_MASTER;
+    let cmd = vmm_engine::testing::devices::pci::CMD_MEM
+        | vmm_engine::testing::devices::pci::CMD_BUS_MASTER;
     d.dev.config_write(0x04, &cmd.to_le_bytes());
     d.wait_used(0, T);
     assert_eq!(d.mem.read_obj::<u8>(GuestAddress(r.st)).unwrap(), blk::S_OK);
@@ -916,11 +919,11 @@ fn reset_during_io_stops_all_dma() {
 
 /// Counts flushes on the way to a real disk.
 struct CountingDisk {
-    inner: Arc<dyn vmm_engine::devices::virtio::DiskImage>,
+    inner: Arc<dyn vmm_engine::testing::devices::virtio::DiskImage>,
     flushes: std::sync::atomic::AtomicU32,
 }
 
-impl vmm_engine::devices::virtio::DiskImage for CountingDisk {
+impl vmm_engine::testing::devices::virtio::DiskImage for CountingDisk {
     fn size(&self) -> u64 {
         self.inner.size()
     }
@@ -928,29 +931,33 @@ impl vmm_engine::devices::virtio::DiskImage for CountingDisk {
         &self,
         buf: &mut [u8],
         off: u64,
-    ) -> Result<(), vmm_engine::devices::virtio::BlockError> {
+    ) -> Result<(), vmm_engine::testing::devices::virtio::BlockError> {
         self.inner.read_at(buf, off)
     }
     fn write_at(
         &self,
         buf: &[u8],
         off: u64,
-    ) -> Result<(), vmm_engine::devices::virtio::BlockError> {
+    ) -> Result<(), vmm_engine::testing::devices::virtio::BlockError> {
         self.inner.write_at(buf, off)
     }
-    fn flush(&self) -> Result<(), vmm_engine::devices::virtio::BlockError> {
+    fn flush(&self) -> Result<(), vmm_engine::testing::devices::virtio::BlockError> {
         self.flushes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.flush()
     }
-    fn discard(&self, off: u64, len: u64) -> Result<(), vmm_engine::devices::virtio::BlockError> {
+    fn discard(
+        &self,
+        off: u64,
+        len: u64,
+    ) -> Result<(), vmm_engine::testing::devices::virtio::BlockError> {
         self.inner.discard(off, len)
     }
     fn write_zeroes(
         &self,
         off: u64,
         len: u64,
-    ) -> Result<(), vmm_engine::devices::virtio::BlockError> {
+    ) -> Result<(), vmm_engine::testing::devices::virtio::BlockError> {
         self.inner.write_zeroes(off, len)
     }
     fn read_only(&self) -> bool {

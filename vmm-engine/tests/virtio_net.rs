@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress};
-use vmm_engine::devices::virtio::event_loop::{EventLoop, EventLoopHandle};
-use vmm_engine::devices::virtio::net::{self as vnet, Net};
-use vmm_engine::devices::virtio::pci::VirtioPciDevice;
-use vmm_engine::devices::virtio::{F_RING_EVENT_IDX, F_VERSION_1};
-use vmm_engine::devices::RecordingIrq;
-use vmm_engine::net::{self, NetError, Tap};
+use vmm_engine::testing::devices::virtio::event_loop::{EventLoop, EventLoopHandle};
+use vmm_engine::testing::devices::virtio::net::{self as vnet, Net};
+use vmm_engine::testing::devices::virtio::pci::VirtioPciDevice;
+use vmm_engine::testing::devices::virtio::{F_RING_EVENT_IDX, F_VERSION_1};
+use vmm_engine::testing::devices::RecordingIrq;
+use vmm_engine::testing::net::{self, NetError, Tap};
 
 use virtio_common::*;
 

@@ -1,7 +1,7 @@
 //! fbconv: the in-process cost of Vireo's VGA renderer on a full
 //! 1920x1080x32 frame, for `bench/display.sh`.
 //!
-//! It builds the standard VGA adapter (`vmm_engine::devices::vga::StdVga`,
+//! It builds the standard VGA adapter (`vmm_engine::testing::devices::vga::StdVga`,
 //! no KVM, no guest), turns the screen on (attribute index 0x20 at 0x3C0)
 //! and sets a Bochs VBE mode through the dispi ports exactly as a guest's
 //! `out 0x1CE/0x1CF` would (XRES, YRES, BPP, then ENABLE with the LFB bit),
@@ -33,8 +33,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use vmm_engine::devices::pci::PciDevice;
-use vmm_engine::devices::vga::{vbe, StdVga, BAR_LFB, VBE_IO_BASE, VGA_IO_BASE};
+use vmm_engine::testing::devices::pci::PciDevice;
+use vmm_engine::testing::devices::vga::{vbe, StdVga, BAR_LFB, VBE_IO_BASE, VGA_IO_BASE};
 
 fn main() -> ExitCode {
     match run() {

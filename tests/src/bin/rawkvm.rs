@@ -5,7 +5,7 @@
 //! Vireo's direct boot does: it opens /dev/kvm, makes a VM with the same KVM
 //! configuration as Vireo (identity map and TSS addresses, in-kernel irqchip
 //! and PIT), maps the same RAM layout, loads the image's 64-bit entry with
-//! the engine's public boot helpers (`vmm_engine::boot::{linux, x86}`), and
+//! the engine's public boot helpers (`vmm_engine::testing::boot::{linux, x86}`), and
 //! runs one vCPU on the main thread. There are no devices, no bus, no
 //! threads and no channels: an exit is matched and answered in place.
 //!
@@ -32,8 +32,8 @@ use kvm_bindings::{
 };
 use kvm_ioctls::VcpuExit;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
-use vmm_engine::boot::{linux, x86};
-use vmm_engine::memory::{MemoryLayout, KVM_IDENTITY_MAP, KVM_TSS, MIB};
+use vmm_engine::testing::boot::{linux, x86};
+use vmm_engine::testing::memory::{MemoryLayout, KVM_IDENTITY_MAP, KVM_TSS, MIB};
 
 const PORT_POST: u16 = 0x80;
 const COM1_THR: u16 = 0x3f8;
@@ -43,7 +43,7 @@ const LSR_THR_EMPTY: u8 = 0x60;
 const SLP_EN: u16 = 1 << 13;
 
 fn run(image: PathBuf, mem_mib: u64, cmdline: &str) -> anyhow::Result<u8> {
-    let kvm = vmm_engine::vm::open_kvm()?;
+    let kvm = vmm_engine::testing::open_kvm()?;
     let vm = kvm.create_vm()?;
     vm.set_identity_map_address(KVM_IDENTITY_MAP)?;
     vm.set_tss_address(KVM_TSS as usize)?;

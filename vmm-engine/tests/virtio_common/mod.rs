@@ -9,9 +9,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_engine::devices::pci::{PciDevice, CMD_BUS_MASTER, CMD_MEM};
-use vmm_engine::devices::virtio::pci::{common, VirtioPciDevice};
-use vmm_engine::devices::virtio::{status, MsiSink};
+use vmm_engine::testing::devices::pci::{PciDevice, CMD_BUS_MASTER, CMD_MEM};
+use vmm_engine::testing::devices::virtio::pci::{common, VirtioPciDevice};
+use vmm_engine::testing::devices::virtio::{status, MsiSink};
 
 pub type Mem = GuestMemoryMmap<()>;
 
