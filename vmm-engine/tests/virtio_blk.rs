@@ -1145,12 +1145,12 @@ fn driver_ok_and_doorbell_on_a_queue_never_enabled_do_not_hang_the_io_thread() {
 /// A disk whose reads wait at a gate the test opens: a request is in
 /// flight for as long as the test wants.
 struct GatedDisk {
-    inner: Arc<dyn vmm_engine::devices::virtio::DiskImage>,
+    inner: Arc<dyn vmm_engine::testing::devices::virtio::DiskImage>,
     entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
     gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
-impl vmm_engine::devices::virtio::DiskImage for GatedDisk {
+impl vmm_engine::testing::devices::virtio::DiskImage for GatedDisk {
     fn size(&self) -> u64 {
         self.inner.size()
     }
@@ -1177,7 +1177,7 @@ impl vmm_engine::devices::virtio::DiskImage for GatedDisk {
 }
 
 mod blk_err {
-    pub use vmm_engine::devices::virtio::BlockError;
+    pub use vmm_engine::testing::devices::virtio::BlockError;
 }
 
 #[test]
@@ -1247,7 +1247,7 @@ fn more_chains_than_one_wake_serves_all_complete_after_yielding() {
     s.drv.setup_queue(0, 256, 1);
     s.drv.driver_ok();
     let n = 80u16;
-    assert!(n as usize > vmm_engine::devices::virtio::CHAINS_PER_WAKE);
+    assert!(n as usize > vmm_engine::testing::devices::virtio::CHAINS_PER_WAKE);
     let d = &mut s.drv;
     let mut reqs = Vec::new();
     for _ in 0..n {
