@@ -616,7 +616,13 @@ impl Machine {
             let v = vm_fd
                 .create_vcpu(i as u64)
                 .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-            let cpuid = crate::cpuid::for_vcpu(&supported, i, spec.cpus);
+            // The kvm_pvm feature probe (a throw-away VM, ~5 s) only matters
+            // to a Linux kernel: firmware guests use none of the features it
+            // tests, so they skip it.
+            let cpuid = match spec.boot {
+                crate::spec::BootSpec::Linux(_) => crate::cpuid::for_vcpu(&supported, i, spec.cpus),
+                _ => crate::cpuid::for_vcpu_hiding(&supported, i, spec.cpus, &[]),
+            };
             v.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
             vcpus.push(v);
         }
