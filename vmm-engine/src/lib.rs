@@ -13,6 +13,7 @@ pub mod display;
 pub mod memory;
 pub mod net;
 pub mod platform;
+pub mod sandbox;
 pub mod spec;
 pub mod vcpu;
 pub mod vm;
