@@ -11,6 +11,8 @@ PKGS=(
   libegl1 libegl-mesa0 libgl1-mesa-dri mesa-vulkan-drivers libxkbcommon0 libxkbcommon-x11-0
   libx11-6 libxcursor1 libxrandr2 libxi6 libwayland-client0 libwayland-egl1
   fonts-dejavu-core
+  # assets/guests/build.sh minilinux: a tinyconfig build of linux-source-6.1
+  gcc make bc flex bison libelf-dev lz4 patch
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -9,4 +9,5 @@ pub mod connection;
 pub mod gui;
 pub mod library;
 pub mod model;
+pub mod terminal;
 pub mod ui;
