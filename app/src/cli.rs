@@ -70,6 +70,9 @@ pub struct RunArgs {
     /// Serve a control socket here (see `vireo ctl` and docs/CONTROL.md).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// Run without the sandbox (seccomp filters, Landlock, no_new_privs), to debug.
+    #[arg(long)]
+    pub no_sandbox: bool,
 }
 
 fn parse_disk(s: &str) -> Result<DiskSpec, String> {
@@ -267,6 +270,36 @@ impl EscapeParser {
     }
 }
 
+/// Turns the VM process's sandbox on (before any thread starts), or says
+/// in the log that it is off.
+fn sandbox(a: &RunArgs, spec: &VmSpec) -> anyhow::Result<()> {
+    use vmm_engine::sandbox::{self, LandlockOutcome, SandboxPaths};
+    if a.no_sandbox {
+        log::warn!(
+            "the sandbox is off (--no-sandbox): no seccomp filters, no Landlock, no no_new_privs"
+        );
+        return Ok(());
+    }
+    // The control socket's directory is the VM's runtime directory.
+    let runtime: Vec<PathBuf> = a
+        .control
+        .as_deref()
+        .and_then(|p| std::path::absolute(p).ok())
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .into_iter()
+        .collect();
+    let outcome = sandbox::enable(&SandboxPaths::for_spec(spec, &runtime))
+        .map_err(|e| anyhow::anyhow!("{e} (run with --no-sandbox to start without it)"))?;
+    match outcome {
+        LandlockOutcome::Enforced => log::info!("sandbox on: seccomp per thread, Landlock"),
+        LandlockOutcome::PartiallyEnforced => {
+            log::info!("sandbox on: seccomp per thread, Landlock (this kernel's older subset)")
+        }
+        LandlockOutcome::Unsupported => log::info!("sandbox on: seccomp per thread, no Landlock"),
+    }
+    Ok(())
+}
+
 /// The engine's verdict on `spec` ([`VmSpec::check`]), each problem phrased
 /// in terms of this command's flags.
 pub fn problems(spec: &VmSpec, host: &vmm_engine::HostLimits) -> Vec<String> {
@@ -305,6 +338,15 @@ pub fn run(a: RunArgs) -> i32 {
         for p in problems {
             eprintln!("vireo: {p}");
         }
+        return 2;
+    }
+    // TAPs first: the sandbox stops the bridge helper from working later.
+    if let Err(e) = vmm_engine::nic::keep_taps_for(&spec.nics) {
+        eprintln!("vireo: {e}");
+        return 2;
+    }
+    if let Err(e) = sandbox(&a, &spec) {
+        eprintln!("vireo: {e}");
         return 2;
     }
     let vm = match Vm::create(spec) {

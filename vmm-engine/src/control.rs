@@ -217,6 +217,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn accept_loop(listener: UnixListener, shared: Arc<ServerShared>) {
+    // The client threads it starts inherit the filter.
+    crate::sandbox::enter(crate::sandbox::Role::Control);
     for conn in listener.incoming() {
         if shared.stop.load(Ordering::SeqCst) {
             return;
@@ -261,6 +263,7 @@ fn accept_loop(listener: UnixListener, shared: Arc<ServerShared>) {
         let spawned = std::thread::Builder::new()
             .name(format!("control-client{id}"))
             .spawn(move || {
+                crate::sandbox::inherited(crate::sandbox::Role::Control);
                 serve_client(stream, &s);
                 lock(&s.clients).streams.remove(&id);
             });
@@ -452,6 +455,7 @@ fn run_command(
                 "generation": fb.generation,
             }))
         }
+        "sandbox-probe" if crate::sandbox::probes_enabled() => crate::sandbox::probe(req),
         "screen-text" => match vm.screen_text() {
             Some(rows) => Ok(json!({ "text": rows })),
             None => Err("the guest's screen is not in a text mode".into()),

@@ -34,6 +34,7 @@ pub mod host;
 pub(crate) mod memory;
 pub(crate) mod net;
 pub(crate) mod platform;
+pub mod sandbox;
 pub(crate) mod spec;
 pub(crate) mod vcpu;
 pub(crate) mod vm;
@@ -62,6 +63,12 @@ pub mod disk {
 }
 
 /// MAC addresses for virtio-net cards.
+/// Host network interfaces for a VM's NICs: TAPs on a bridge, directly
+/// with CAP_NET_ADMIN or through `vireo-net-helper`.
+pub mod nic {
+    pub use crate::net::{helper, keep_taps_for, open_tap_on_bridge, NetError, Tap};
+}
+
 pub mod mac {
     /// A random locally administered unicast MAC in QEMU's 52:54:00 range,
     /// written "52:54:00:xx:xx:xx". Generate it once per NIC and keep it in

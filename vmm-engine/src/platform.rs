@@ -504,7 +504,7 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
         let slot = add_virtio(Box::new(Blk::new(img, &serial)), "virtio-blk")?;
         virtio_boot_paths.push(boot_path_pci("scsi", slot, 0));
     }
-    for nic in &spec.nics {
+    for (index, nic) in spec.nics.iter().enumerate() {
         let mac = if nic.mac.is_empty() {
             crate::net::random_mac()
         } else {
@@ -515,7 +515,7 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
                 ))
             })?
         };
-        let tap = crate::net::open_tap_on_bridge(&nic.bridge, "vireo%d")
+        let tap = crate::net::tap_for_nic(index, &nic.bridge, "vireo%d")
             .map_err(|e| VmError::InvalidSpec(e.to_string()))?;
         add_virtio(Box::new(Net::new(tap, mac)), "virtio-net")?;
     }

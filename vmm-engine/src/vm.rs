@@ -714,6 +714,7 @@ impl Machine {
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
+                    crate::sandbox::enter(crate::sandbox::Role::Vcpu);
                     // SAFETY: gettid has no preconditions.
                     let tid = unsafe { libc::gettid() };
                     tids.lock().unwrap_or_else(|e| e.into_inner()).push(tid);
@@ -728,6 +729,7 @@ impl Machine {
         let t = std::thread::Builder::new()
             .name("display".into())
             .spawn(move || {
+                crate::sandbox::enter(crate::sandbox::Role::Display);
                 while !exit.is_set() {
                     vga.render();
                     std::thread::sleep(Duration::from_millis(33));

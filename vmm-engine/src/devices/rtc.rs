@@ -386,7 +386,10 @@ impl Rtc {
         let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("rtc".into())
-            .spawn(move || timer_loop(rtc, thread_shared))?;
+            .spawn(move || {
+                crate::sandbox::enter(crate::sandbox::Role::Timer);
+                timer_loop(rtc, thread_shared)
+            })?;
         Ok(RtcTimer {
             shared,
             handle: Some(handle),

@@ -4,6 +4,7 @@
 //! names must already exist. Errors say what to do ([`NetError`]).
 
 pub mod bridge;
+pub mod helper;
 pub mod tap;
 
 pub use bridge::{add_to_bridge, bridge_exists, list_bridges, list_bridges_in, set_link_up};
@@ -34,6 +35,8 @@ pub enum NetError {
     NotABridge(String),
     #[error("invalid interface name {0:?}: at most 15 bytes, no '/', spaces or NUL")]
     InvalidName(String),
+    #[error("{helper}: {message}")]
+    Helper { helper: String, message: String },
     #[error("{op} failed: {source}")]
     Io {
         op: &'static str,
@@ -60,6 +63,46 @@ pub fn open_tap_on_bridge(bridge: &str, name_template: &str) -> Result<Tap, NetE
     add_to_bridge(bridge, tap.name())?;
     set_link_up(tap.name())?;
     Ok(tap)
+}
+
+/// TAPs opened before the sandbox, kept for the life of the process: a
+/// sandboxed VM process cannot run the helper again (no_new_privs drops
+/// its capability), so every boot of the VM reuses these.
+static KEPT: std::sync::Mutex<Vec<(usize, String, Tap)>> = std::sync::Mutex::new(Vec::new());
+
+/// Opens (directly or through the helper) a TAP for each NIC and keeps it,
+/// so that [`tap_for_nic`] hands out the same TAP at every boot. The VM
+/// process calls this before it enters its sandbox.
+pub fn keep_taps_for(nics: &[crate::spec::NicSpec]) -> Result<(), NetError> {
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    for (i, nic) in nics.iter().enumerate() {
+        if !kept.iter().any(|(k, b, _)| *k == i && *b == nic.bridge) {
+            let tap = open_tap_for_vm(&nic.bridge, "vireo%d")?;
+            kept.push((i, nic.bridge.clone(), tap));
+        }
+    }
+    Ok(())
+}
+
+/// The TAP for NIC `index` on `bridge`: the one [`keep_taps_for`] kept (a
+/// new fd for it), else a fresh one.
+pub fn tap_for_nic(index: usize, bridge: &str, name_template: &str) -> Result<Tap, NetError> {
+    let kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, tap)) = kept.iter().find(|(k, b, _)| *k == index && b == bridge) {
+        return tap.try_clone();
+    }
+    drop(kept);
+    open_tap_for_vm(bridge, name_template)
+}
+
+/// [`open_tap_on_bridge`] when this process may (CAP_NET_ADMIN); otherwise
+/// through `vireo-net-helper` ([`helper`]), which checks the bridge
+/// against /etc/vireo/bridge.conf.
+pub fn open_tap_for_vm(bridge: &str, name_template: &str) -> Result<Tap, NetError> {
+    match open_tap_on_bridge(bridge, name_template) {
+        Err(NetError::NoPermission { .. }) => helper::open_tap_via_helper(bridge),
+        other => other,
+    }
 }
 
 /// A random locally administered unicast MAC in QEMU's 52:54:00 range.

@@ -53,6 +53,47 @@ impl Tap {
         Ok(tap)
     }
 
+    /// A TAP another process opened (`vireo-net-helper`) and passed over:
+    /// made non-blocking, its vnet header size set.
+    pub fn from_helper(fd: std::os::fd::OwnedFd, name: String) -> Result<Tap, NetError> {
+        let tap = Tap {
+            file: File::from(fd),
+            name,
+        };
+        // SAFETY: F_GETFL/F_SETFL on an fd we own.
+        unsafe {
+            let fl = libc::fcntl(tap.file.as_raw_fd(), libc::F_GETFL);
+            if fl < 0 || libc::fcntl(tap.file.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) < 0
+            {
+                return Err(NetError::io(
+                    "making the TAP non-blocking",
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        let hdr = VNET_HDR_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads an int we own.
+        let r = unsafe { libc::ioctl(tap.file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr) };
+        if r < 0 {
+            return Err(NetError::io(
+                "setting the TAP vnet header size",
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(tap)
+    }
+
+    /// Another handle on the same TAP (a dup of its fd).
+    pub fn try_clone(&self) -> Result<Tap, NetError> {
+        Ok(Tap {
+            file: self
+                .file
+                .try_clone()
+                .map_err(|e| NetError::io("duplicating the TAP fd", e))?,
+            name: self.name.clone(),
+        })
+    }
+
     /// The interface name the kernel gave the TAP.
     pub fn name(&self) -> &str {
         &self.name

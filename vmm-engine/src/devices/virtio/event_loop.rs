@@ -159,6 +159,7 @@ impl EventLoopHandle {
 }
 
 fn run(shared: Arc<Shared>) {
+    crate::sandbox::enter(crate::sandbox::Role::IoLoop);
     let mut events = vec![EpollEvent::default(); 64];
     loop {
         let n = match shared.epoll.wait(-1, &mut events) {
