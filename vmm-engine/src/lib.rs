@@ -17,8 +17,9 @@ pub mod spec;
 pub mod vcpu;
 pub mod vm;
 
+pub use devices::serial::{SerialChunk, SERIAL_SCROLLBACK};
 pub use spec::{
     BootOrder, BootSpec, DiskFormat, DiskInterface, DiskSpec, FirmwareBoot, LinuxBoot, NicSpec,
     VmSpec,
 };
-pub use vm::{StopReason, Vm, VmError, VmEvent, VmState};
+pub use vm::{StopReason, Vm, VmError, VmEvent, VmState, EVENT_QUEUE};
