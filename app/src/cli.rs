@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use vmm_engine::{
     BootOrder, BootSpec, DiskFormat, DiskInterface, DiskSpec, FirmwareBoot, LinuxBoot, NicSpec,
-    StopReason, Vm, VmEvent, VmSpec,
+    ProblemKind, SpecField, SpecProblem, StopReason, Vm, VmEvent, VmSpec,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -124,8 +124,8 @@ fn parse_disk(s: &str) -> Result<DiskSpec, String> {
         }
     }
     if !format_given {
-        // A file that cannot be probed keeps raw; the existence check in
-        // spec_from_args reports why it cannot be used.
+        // A file that cannot be probed keeps raw; the engine's spec check
+        // (see `problems`) reports why it cannot be used.
         if let Ok(f) = vmm_engine::block::probe_format(&d.path) {
             d.format = f;
         }
@@ -178,30 +178,11 @@ pub fn spec_from_args(a: &RunArgs) -> Result<VmSpec, String> {
             })
         }
     };
-    let check = |p: &PathBuf, what: &str| -> Result<(), String> {
-        match std::fs::metadata(p) {
-            Ok(m) if m.is_file() => Ok(()),
-            Ok(_) => Err(format!("{what} {}: not a regular file", p.display())),
-            Err(e) => Err(format!("{what} {}: {e} (check the path)", p.display())),
-        }
-    };
-    if let Some(k) = &a.kernel {
-        check(k, "--kernel")?;
-    }
-    if let Some(i) = &a.initrd {
-        check(i, "--initrd")?;
-    }
-    if let Some(c) = &a.cdrom {
-        check(c, "--cdrom")?;
-    }
     let disks = a
         .disk
         .iter()
         .map(|d| parse_disk(d))
         .collect::<Result<Vec<_>, _>>()?;
-    for d in &disks {
-        check(&d.path, "--disk")?;
-    }
     let nics = a
         .nic
         .iter()
@@ -310,6 +291,31 @@ impl EscapeParser {
     }
 }
 
+/// The engine's verdict on `spec` ([`VmSpec::check`]), each problem phrased
+/// in terms of this command's flags.
+pub fn problems(spec: &VmSpec, host: &vmm_engine::HostLimits) -> Vec<String> {
+    spec.check(host).iter().map(phrase).collect()
+}
+
+/// One spec problem in the CLI's words.
+pub fn phrase(p: &SpecProblem) -> String {
+    let m = &p.message;
+    match (p.field, p.kind) {
+        (SpecField::Memory, ProblemKind::TooSmall) => format!("{m} (try --memory 256)"),
+        (SpecField::Memory, _) => format!("{m}; choose a smaller --memory"),
+        (SpecField::Cpus, ProblemKind::TooSmall) => format!("{m} (try --cpus 1)"),
+        (SpecField::Cpus, _) => format!("{m}; choose a smaller --cpus"),
+        (SpecField::Kernel, _) => format!("--kernel {m}"),
+        (SpecField::Initrd, _) => format!("--initrd {m}"),
+        (SpecField::Cmdline, _) => format!("--append: {m}"),
+        (SpecField::Cdrom, _) => format!("--cdrom {m}"),
+        (SpecField::Disk(_), ProblemKind::TooMany) => format!("--disk {m} (if=virtio)"),
+        (SpecField::Disk(_), _) => format!("--disk {m}"),
+        (SpecField::Nic(i), _) => format!("--nic number {}: {m}", i + 1),
+        (SpecField::Firmware, _) => format!("--bios {m}"),
+    }
+}
+
 pub fn run(a: RunArgs) -> i32 {
     let made = match &a.vm {
         Some(name) => defined_vm(name, a.control.clone()).map(|(s, c)| (s, Some(c))),
@@ -323,6 +329,13 @@ pub fn run(a: RunArgs) -> i32 {
         }
     };
     log::info!("VM {} in process {}", spec.name, std::process::id());
+    let problems = problems(&spec, &vmm_engine::host::limits());
+    if !problems.is_empty() {
+        for p in problems {
+            eprintln!("vireo: {p}");
+        }
+        return 2;
+    }
     let vm = match Vm::create(spec) {
         Ok(vm) => std::sync::Arc::new(vm),
         Err(e) => {
@@ -421,6 +434,26 @@ pub fn run(a: RunArgs) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spec_problems_are_phrased_with_the_flags() {
+        let mut spec = VmSpec::linux("/nonexistent/vmlinuz");
+        spec.memory_mib = 0;
+        spec.cpus = 0;
+        spec.cdrom = Some("/nonexistent.iso".into());
+        let host = vmm_engine::HostLimits::unknown();
+        assert_eq!(
+            problems(&spec, &host),
+            vec![
+                "memory must be at least 1 MiB (try --memory 256)".to_string(),
+                "a VM needs at least 1 CPU (try --cpus 1)".to_string(),
+                "--kernel /nonexistent/vmlinuz: No such file or directory (os error 2) (check the path)"
+                    .to_string(),
+                "--cdrom /nonexistent.iso: No such file or directory (os error 2) (check the path)"
+                    .to_string(),
+            ]
+        );
+    }
 
     #[test]
     fn ctrl_a_escapes() {

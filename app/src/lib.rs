@@ -9,5 +9,6 @@ pub mod connection;
 pub mod gui;
 pub mod library;
 pub mod model;
+pub mod terminal;
 pub mod ui;
 pub mod vmproc;

@@ -5,7 +5,7 @@
 
 use crate::connection::{ConnEvent, Connection, GuestKey, RunState};
 use crate::library::{LibraryEntry, Paths, VmDefinition};
-use crate::ui::serial::Terminal;
+use crate::terminal::Terminal;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

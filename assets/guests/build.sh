@@ -2,7 +2,7 @@
 # Build Vireo's test guests. See README.md next to this script for what each
 # image does and the exact output it prints.
 #
-#   build.sh [tiny|grub|linux|all]...         (default: tiny grub)
+#   build.sh [tiny|grub|linux|minilinux|all]... (default: tiny grub)
 #   build.sh grub-iso OUT.iso GRUB_CFG [EXTRA_DIR]
 #
 # Outputs go to ${VIREO_GUEST_DIR:-<repo>/target/guests}/<set>/. Each set has
@@ -326,6 +326,82 @@ build_linux() {
     print_outputs linux $LINUX_OUTPUTS
 }
 
+# --------------------------------------------------------------- minilinux
+# A minimal kernel that boots under kvm_pvm (issue 17): Debian's
+# linux-source-6.1, `make tinyconfig` plus minilinux/config, patched with
+# minilinux/*.patch. The build (15-30 min on 2 loaded cores) is cached outside
+# the checkout in ${XDG_CACHE_HOME:-~/.cache}/vireo/guests/minilinux-<hash>/,
+# keyed by the recipe (minilinux/ and this function's text, not the rest of
+# this script); <out>/minilinux/ gets copies of vmlinux (PVH) and bzImage.
+# Needs: gcc make bc flex bison libelf-dev lz4 patch (see .ci/install-deps.sh).
+MINILINUX_OUTPUTS="vmlinux bzImage config"
+
+build_minilinux() {
+    local src=$HERE/minilinux dst=$OUT/minilinux hash cache store
+    hash=$({
+        (cd "$src" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+        declare -f build_minilinux
+    } | sha256sum | cut -c1-16)
+    cache=${XDG_CACHE_HOME:-$HOME/.cache}/vireo/guests
+    store=$cache/minilinux-$hash
+    if up_to_date minilinux "$hash" $MINILINUX_OUTPUTS; then
+        print_outputs minilinux $MINILINUX_OUTPUTS
+        return
+    fi
+    if ! [ -s "$store/vmlinux" ] || ! [ -s "$store/bzImage" ] || ! [ -s "$store/config" ]; then
+        need apt-get dpkg tar gcc make bc flex bison patch lz4
+        log "building the minimal Linux kernel (cache: $store)"
+        local debs=$cache/debs tree deb line
+        mkdir -p "$debs"
+        if ! compgen -G "$debs/linux-source-6.1_*.deb" >/dev/null; then
+            (cd "$debs" && apt_download linux-source-6.1)
+        fi
+        deb=$(ls "$debs"/linux-source-6.1_*.deb | tail -n1)
+        # A failed build's tree (we hold the lock, so nobody else's).
+        rm -rf "$cache"/minilinux-build.* "$cache"/minilinux-*.tmp
+        tree=$(mktemp -d "$cache/minilinux-build.XXXXXX")
+        dpkg -x "$deb" "$tree/pkg"
+        tar -xaf "$tree"/pkg/usr/src/linux-source-6.1.tar.* -C "$tree"
+        rm -rf "$tree/pkg"
+        local k=$tree/linux-source-6.1 p
+        for p in "$src"/*.patch; do
+            patch -s -d "$k" -p1 <"$p" || die "patch $p does not apply to $deb"
+        done
+        make -s -C "$k" tinyconfig >"$tree/kconfig.log" 2>&1
+        (cd "$k" && scripts/kconfig/merge_config.sh -m .config "$src/config") >>"$tree/kconfig.log" 2>&1
+        make -s -C "$k" olddefconfig >>"$tree/kconfig.log" 2>&1
+        # Every option the fragment asks for must have survived olddefconfig.
+        while read -r line; do
+            case $line in
+                CONFIG_*=*) grep -qxF "$line" "$k/.config" || die "kernel config lost '$line' (a missing dependency?)" ;;
+                "# CONFIG_"*" is not set")
+                    line=${line#\# }
+                    ! grep -q "^${line%% *}=" "$k/.config" || die "kernel config kept '${line%% *}' on" ;;
+            esac
+        done <"$src/config"
+        if ! nice -n 10 make -C "$k" -j"$(nproc)" vmlinux bzImage >"$tree/make.log" 2>&1; then
+            tail -n 40 "$tree/make.log" >&2
+            die "kernel build failed (log: $tree/make.log)"
+        fi
+        mkdir -p "$store.tmp"
+        cp "$k/vmlinux" "$store.tmp/vmlinux"
+        cp "$k/arch/x86/boot/bzImage" "$store.tmp/bzImage"
+        cp "$k/.config" "$store.tmp/config"
+        rm -rf "$store"
+        mv "$store.tmp" "$store"
+        rm -rf "$tree"
+    fi
+    mkdir -p "$dst"
+    rm -f "$dst/.stamp"
+    local f
+    for f in $MINILINUX_OUTPUTS; do
+        cp "$store/$f" "$dst/$f.tmp"
+        mv -f "$dst/$f.tmp" "$dst/$f"
+    done
+    echo "$hash" >"$dst/.stamp"
+    print_outputs minilinux $MINILINUX_OUTPUTS
+}
+
 # -------------------------------------------------------------------- main
 main() {
     if [ "${1:-}" = grub-iso ]; then
@@ -337,12 +413,12 @@ main() {
     [ ${#sets[@]} -gt 0 ] || sets=(tiny grub)
     for s in "${sets[@]}"; do
         case $s in
-            tiny | grub | linux | all) ;;
+            tiny | grub | linux | minilinux | all) ;;
             -h | --help)
                 sed -n '2,13p' "$HERE/build.sh" | sed 's/^# \{0,1\}//'
                 return
                 ;;
-            *) die "unknown set '$s' (expected tiny, grub, linux, all or grub-iso)" ;;
+            *) die "unknown set '$s' (expected tiny, grub, linux, minilinux, all or grub-iso)" ;;
         esac
     done
     mkdir -p "$OUT"
@@ -353,7 +429,8 @@ main() {
             tiny) build_tiny ;;
             grub) build_grub ;;
             linux) build_linux ;;
-            all) build_tiny && build_grub && build_linux ;;
+            minilinux) build_minilinux ;;
+            all) build_tiny && build_grub && build_linux && build_minilinux ;;
         esac
     done
 }

@@ -19,7 +19,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
@@ -223,7 +222,7 @@ impl MsiSink for KvmMsi {
             ..Default::default()
         };
         if let Err(e) = self.0.signal_msi(msi) {
-            log::warn!("KVM_SIGNAL_MSI failed: {e}");
+            crate::guest_warn!("KVM_SIGNAL_MSI failed: {e}");
         }
     }
 }
@@ -432,7 +431,7 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
     ];
     if ide_disks.len() > slots.len() {
         return Err(VmError::InvalidSpec(format!(
-            "{} IDE disks given; the IDE controller holds at most {} besides the CD-ROM (use if=virtio for more)",
+            "{} IDE disks given; the IDE controller holds at most {} besides the CD-ROM (attach more disks as virtio)",
             ide_disks.len(),
             slots.len()
         )));
@@ -449,9 +448,9 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
     }
     let mut cd_boot_path = None;
     if let Some(iso) = &spec.cdrom {
-        check_iso(iso)?;
+        crate::check::check_iso(iso).map_err(|p| VmError::Spec(vec![p]))?;
         let img = block::open(iso, DiskFormat::Raw, true)
-            .map_err(|e| VmError::InvalidSpec(format!("--cdrom {}: {e}", iso.display())))?;
+            .map_err(|e| VmError::InvalidSpec(format!("CD-ROM image {}: {e}", iso.display())))?;
         ide.attach_cdrom(Channel::Secondary, Slot::Master, Some(img));
         cd_boot_path = Some(boot_path_ide(1, 0));
     } else {
@@ -598,6 +597,7 @@ pub fn build(ctx: PlatformCtx) -> Result<(Platform, Option<u64>), VmError> {
         )?;
     } else {
         rsdp = Some(write_acpi_direct(mem, &tables)?);
+        crate::devices::pci::piix3::program_pirq_routes(&router, PCI_IRQS);
     }
 
     Ok((
@@ -631,21 +631,4 @@ fn write_acpi_direct(mem: &GuestMem, tables: &AcpiTables) -> Result<u64, VmError
         .find(|(_, b)| b.starts_with(b"RSD PTR "))
         .map(|(a, _)| *a)
         .ok_or_else(|| VmError::Device("ACPI layout has no RSDP".into()))
-}
-
-/// A --cdrom must be an ISO 9660 image: "CD001" at byte 32769.
-pub fn check_iso(path: &Path) -> Result<(), VmError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = File::open(path).map_err(|e| {
-        VmError::InvalidSpec(format!("--cdrom {}: {e} (check the path)", path.display()))
-    })?;
-    let mut magic = [0u8; 5];
-    let ok = f.seek(SeekFrom::Start(32769)).is_ok() && f.read_exact(&mut magic).is_ok();
-    if !ok || &magic != b"CD001" {
-        return Err(VmError::InvalidSpec(format!(
-            "--cdrom {}: not an ISO 9660 image (no CD001 descriptor at byte 32769); give an .iso file",
-            path.display()
-        )));
-    }
-    Ok(())
 }

@@ -31,8 +31,7 @@ use crate::platform::{self, Platform};
 use crate::spec::{BootSpec, VmSpec};
 use crate::vcpu::{self, ExitCell, MachineExit, PauseGate, VcpuContext};
 
-/// Debian's SeaBIOS.
-pub const DEFAULT_BIOS: &str = "/usr/share/seabios/bios-256k.bin";
+pub use crate::check::DEFAULT_BIOS;
 
 /// The lifecycle state of a VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +74,9 @@ pub enum VmEvent {
 pub enum VmError {
     #[error("cannot use /dev/kvm: {0}. Vireo needs KVM: load the kvm module, and run as root or as a member of the kvm group")]
     KvmUnavailable(String),
+    /// The definition breaks the rules of [`VmSpec::check`].
+    #[error("{}", crate::check::describe(.0))]
+    Spec(Vec<crate::check::SpecProblem>),
     #[error("{0}")]
     InvalidSpec(String),
     #[error(transparent)]
@@ -93,14 +95,6 @@ pub enum VmError {
 
 fn kvm_err(what: &str) -> impl Fn(kvm_ioctls::Error) -> VmError + '_ {
     move |e| VmError::Kvm(format!("{what}: {e}"))
-}
-
-/// Host memory in MiB, from /proc/meminfo.
-pub fn host_memory_mib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
 }
 
 /// The KVM device: /dev/kvm, or $VIREO_KVM_DEVICE (tests use it to check
@@ -125,46 +119,18 @@ pub fn open_kvm() -> Result<Kvm, VmError> {
     Kvm::new_with_path(c).map_err(|e| VmError::KvmUnavailable(format!("{}: {e}", dev.display())))
 }
 
-/// The most vCPUs KVM allows here.
-pub fn max_vcpus() -> Result<usize, VmError> {
-    Ok(open_kvm()?.get_max_vcpus())
-}
-
-/// Checks a spec against the host before anything is built.
+/// Checks a spec against the host before anything is built: the rules of
+/// [`VmSpec::check`], then whether KVM can be used at all.
 pub fn validate_spec(spec: &VmSpec) -> Result<(), VmError> {
-    if spec.memory_mib == 0 {
-        return Err(VmError::InvalidSpec(
-            "memory must be at least 1 MiB (try --memory 256)".into(),
-        ));
+    let host = crate::host::limits();
+    let problems = spec.check(&host);
+    if !problems.is_empty() {
+        return Err(VmError::Spec(problems));
     }
-    if spec.memory_mib < 2 {
-        return Err(VmError::InvalidSpec(
-            "memory of 1 MiB is too small to boot anything (try --memory 256)".into(),
-        ));
+    match host.kvm_unusable {
+        Some(why) => Err(VmError::KvmUnavailable(why)),
+        None => Ok(()),
     }
-    if let Some(host) = host_memory_mib() {
-        if spec.memory_mib > host {
-            return Err(VmError::InvalidSpec(format!(
-                "memory of {} MiB is more than this host has ({host} MiB); choose a smaller --memory",
-                spec.memory_mib
-            )));
-        }
-    }
-    let kvm = open_kvm()?;
-    let max = kvm.get_max_vcpus();
-    if spec.cpus == 0 {
-        return Err(VmError::InvalidSpec(
-            "a VM needs at least 1 CPU (try --cpus 1)".into(),
-        ));
-    }
-    if spec.cpus as usize > max || spec.cpus > 255 {
-        return Err(VmError::InvalidSpec(format!(
-            "{} CPUs is more than KVM allows here ({}); choose a smaller --cpus",
-            spec.cpus,
-            max.min(255)
-        )));
-    }
-    Ok(())
 }
 
 /// An IrqLine over KVM_IRQ_LINE (drives the in-kernel PIC and IOAPIC pin).
@@ -736,6 +702,7 @@ impl Machine {
             ..Default::default()
         };
         vm_fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        crate::gsi::set_pc_routing(&vm_fd).map_err(kvm_err("KVM_SET_GSI_ROUTING"))?;
         pit_reinject_off(&vm_fd);
 
         // Guest RAM.
@@ -799,10 +766,18 @@ impl Machine {
                 boot::x86::write_tables(&mem).map_err(|e| VmError::Memory(e.to_string()))?;
                 let bsp = &vcpus[0];
                 let sregs = bsp.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-                bsp.set_sregs(&boot::x86::long_mode_sregs(sregs))
-                    .map_err(kvm_err("KVM_SET_SREGS"))?;
-                bsp.set_regs(&boot::x86::entry_regs(entry.entry, entry.boot_params))
-                    .map_err(kvm_err("KVM_SET_REGS"))?;
+                let (sregs, regs) = match entry.mode {
+                    boot::linux::EntryMode::Long64 => (
+                        boot::x86::long_mode_sregs(sregs),
+                        boot::x86::entry_regs(entry.entry, entry.boot_params),
+                    ),
+                    boot::linux::EntryMode::Pvh32 => (
+                        boot::x86::pvh_sregs(sregs),
+                        boot::x86::pvh_regs(entry.entry, entry.boot_params),
+                    ),
+                };
+                bsp.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+                bsp.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
                 let fpu = kvm_bindings::kvm_fpu {
                     fcw: 0x37f,
                     mxcsr: 0x1f80,
@@ -811,6 +786,15 @@ impl Machine {
                 bsp.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
                 for v in &vcpus {
                     crate::cpuid::set_lint(v).map_err(kvm_err("KVM_SET_LAPIC"))?;
+                }
+                // APs wait for the kernel's INIT/SIPI in the in-kernel LAPIC
+                // (KVM's default for non-BSPs; said explicitly so an AP never
+                // runs from the reset vector, where direct boot has no BIOS).
+                for v in vcpus.iter().skip(1) {
+                    v.set_mp_state(kvm_bindings::kvm_mp_state {
+                        mp_state: kvm_bindings::KVM_MP_STATE_UNINITIALIZED,
+                    })
+                    .map_err(kvm_err("KVM_SET_MP_STATE"))?;
                 }
             }
             BootSpec::Firmware(fw) => {
@@ -1039,7 +1023,7 @@ fn load_firmware(
 ) -> Result<MmapRegion, VmError> {
     let data = std::fs::read(path).map_err(|e| {
         VmError::Firmware(format!(
-            "cannot read BIOS {}: {e} (install Debian's seabios package, or pass --bios PATH)",
+            "cannot read BIOS {}: {e} (install Debian's seabios package, or name another BIOS image)",
             path.display()
         ))
     })?;

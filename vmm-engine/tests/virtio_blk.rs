@@ -1044,3 +1044,216 @@ fn avail_index_far_ahead_sets_needs_reset() {
     let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
     assert_eq!(st, blk::S_OK);
 }
+
+/// Runs `f` on its own thread and fails the test if it has not finished
+/// within `secs`: a device that spins with its lock held would block the
+/// test thread for ever, so the hang is detected here instead.
+fn finishes_within<R: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(r) => r,
+        Err(_) => panic!("{what}: still blocked after {secs} s (the device's I/O thread hangs)"),
+    }
+}
+
+/// A second, healthy virtio-blk device on the event loop `el`.
+fn neighbour(el: &EventLoop, tag: &str) -> (Driver, TempDir) {
+    let dir = tempdir(tag);
+    let path = dir.0.join("disk.raw");
+    std::fs::write(&path, vec![0x5au8; (DISK_SECTORS * 512) as usize]).unwrap();
+    let disk = open_disk(&path, DiskFormat::Raw, false).unwrap();
+    let mem = guest_memory(16 << 20);
+    let dev = VirtioPciDevice::new(
+        Box::new(Blk::new(disk, "neighbour")),
+        mem.clone(),
+        RecordingMsi::new(),
+        RecordingIrq::new(),
+        el.handle(),
+    )
+    .unwrap();
+    let mut d = Driver::new(dev, mem, 0x10_0000);
+    d.negotiate(ALL);
+    d.enable_msix(2);
+    d.setup_queue(0, 64, 1);
+    d.driver_ok();
+    (d, dir)
+}
+
+/// Reads sector 0 of the neighbour and checks its contents.
+fn neighbour_reads(d: &mut Driver) {
+    let buf = d.alloc(512, 512);
+    let (st, _) = run(d, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
+    assert_eq!(st, blk::S_OK);
+    assert_eq!(d.mem.read_obj::<u8>(GuestAddress(buf)).unwrap(), 0x5a);
+}
+
+#[test]
+fn driver_ok_and_doorbell_on_a_queue_never_enabled_do_not_hang_the_io_thread() {
+    // The hostile guest of issue 12: it sets queue 0 up as a driver would
+    // but never enables it, sets DRIVER_OK (which catches up on doorbells)
+    // and rings the doorbell. Before the fix the I/O thread spun for ever
+    // in Blk::process with the device lock held.
+    let mut s = setup("notready", false, 0x11);
+    let (mut other, _dir) = neighbour(&s._el, "notready-nb");
+    finishes_within(60, "hostile guest", move || {
+        let d = &mut s.drv;
+        d.negotiate(ALL);
+        d.enable_msix(2);
+        d.common_wr(common::QUEUE_SELECT, 2, 0);
+        d.common_wr(common::QUEUE_SIZE, 2, 64);
+        for (reg, a) in [
+            (common::QUEUE_DESC, 0x20_0000u64),
+            (common::QUEUE_DRIVER, 0x20_1000),
+            (common::QUEUE_DEVICE, 0x20_2000),
+        ] {
+            d.common_wr(reg, 8, a);
+        }
+        // An avail index that is not the device's, as garbage would be.
+        d.mem.write_obj(7u16, GuestAddress(0x2)).unwrap();
+        d.mem.write_obj(7u16, GuestAddress(0x20_1002)).unwrap();
+        let st = d.status();
+        d.set_status(st | status::DRIVER_OK);
+        d.kick_always(0);
+        // The other device on the same I/O thread is served after the
+        // hostile doorbell, so the thread went past it.
+        neighbour_reads(&mut other);
+        // The hostile device still answers its registers, and works
+        // again after a reset.
+        assert_ne!(s.drv.status() & status::DRIVER_OK, 0);
+        ready(&mut s);
+        let buf = s.drv.alloc(512, 512);
+        let (st, _) = run(&mut s.drv, blk::T_IN, 0, &[(buf, 512, DESC_F_WRITE)]);
+        assert_eq!(st, blk::S_OK);
+        assert_eq!(s.drv.mem.read_obj::<u8>(GuestAddress(buf)).unwrap(), 0x11);
+    });
+}
+
+/// A disk whose reads wait at a gate the test opens: a request is in
+/// flight for as long as the test wants.
+struct GatedDisk {
+    inner: Arc<dyn vmm_engine::devices::virtio::DiskImage>,
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl vmm_engine::devices::virtio::DiskImage for GatedDisk {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), blk_err::BlockError> {
+        let _ = self.entered.lock().unwrap().send(());
+        let _ = self.gate.lock().unwrap().recv();
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), blk_err::BlockError> {
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> Result<(), blk_err::BlockError> {
+        self.inner.flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<(), blk_err::BlockError> {
+        self.inner.discard(offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), blk_err::BlockError> {
+        self.inner.write_zeroes(offset, len)
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
+}
+
+mod blk_err {
+    pub use vmm_engine::devices::virtio::BlockError;
+}
+
+#[test]
+fn avail_index_moved_past_the_ring_while_a_request_is_in_flight_stops_the_device() {
+    let dir = tempdir("inflight");
+    let path = dir.0.join("disk.raw");
+    std::fs::write(&path, vec![0x22u8; (DISK_SECTORS * 512) as usize]).unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (open, gate_rx) = std::sync::mpsc::channel();
+    let disk = Arc::new(GatedDisk {
+        inner: open_disk(&path, DiskFormat::Raw, false).unwrap(),
+        entered: std::sync::Mutex::new(entered_tx),
+        gate: std::sync::Mutex::new(gate_rx),
+    });
+    let el = EventLoop::start("virtio-test").unwrap();
+    let mem = guest_memory(16 << 20);
+    let msi = RecordingMsi::new();
+    let dev = VirtioPciDevice::new(
+        Box::new(Blk::new(disk, "gated")),
+        mem.clone(),
+        msi.clone(),
+        RecordingIrq::new(),
+        el.handle(),
+    )
+    .unwrap();
+    let mut d = Driver::new(dev, mem, 0x10_0000);
+    d.negotiate(ALL);
+    d.enable_msix(2);
+    d.common_wr(common::MSIX_CONFIG, 2, 0);
+    d.setup_queue(0, 64, 1);
+    d.driver_ok();
+    let (mut other, _dir2) = neighbour(&el, "inflight-nb");
+    let buf = d.alloc(512, 512);
+    let r = queue_read0(&mut d, buf);
+    d.kick(0);
+    // The read is now inside the disk, under the device lock.
+    entered.recv_timeout(T).expect("the read reached the disk");
+    let avail = d.queues[&0].avail;
+    d.mem
+        .write_obj(1u16 + 300, GuestAddress(avail + 2))
+        .unwrap();
+    open.send(()).unwrap();
+    finishes_within(60, "device with a broken ring", move || {
+        // Owned here: on a hang, the test fails without joining the loop.
+        let _el = el;
+        assert!(
+            wait_for(T, || d.status() & status::NEEDS_RESET != 0),
+            "NEEDS_RESET set"
+        );
+        // The request in flight completed; nothing past it was served.
+        assert_eq!(d.used_idx(0), 1);
+        assert_eq!(d.mem.read_obj::<u8>(GuestAddress(r.st)).unwrap(), blk::S_OK);
+        assert!(wait_for(T, || msi.count_data(0) >= 1), "config interrupt");
+        neighbour_reads(&mut other);
+        drop(open);
+    });
+}
+
+#[test]
+fn more_chains_than_one_wake_serves_all_complete_after_yielding() {
+    // 80 requests and one doorbell: the device serves CHAINS_PER_WAKE of
+    // them, yields the I/O thread, and is woken again for the rest.
+    let mut s = ready_setup("budget", false, 0x33);
+    s.drv.queues.clear();
+    s.drv.negotiate(ALL);
+    s.drv.enable_msix(2);
+    s.drv.setup_queue(0, 256, 1);
+    s.drv.driver_ok();
+    let n = 80u16;
+    assert!(n as usize > vmm_engine::devices::virtio::CHAINS_PER_WAKE);
+    let d = &mut s.drv;
+    let mut reqs = Vec::new();
+    for _ in 0..n {
+        let buf = d.alloc(512, 512);
+        reqs.push((queue_read0(d, buf), buf));
+    }
+    d.kick_always(0);
+    assert!(
+        wait_for(T, || d.used_idx(0) == n),
+        "all {n} requests served"
+    );
+    for (r, buf) in reqs {
+        assert_eq!(d.mem.read_obj::<u8>(GuestAddress(r.st)).unwrap(), blk::S_OK);
+        assert_eq!(d.mem.read_obj::<u8>(GuestAddress(buf)).unwrap(), 0x33);
+    }
+}

@@ -1,6 +1,7 @@
-//! x86 CPU state for entering a kernel in 64-bit mode: identity-mapped page
-//! tables for the first 4 GiB (2 MiB pages), a flat GDT, and the registers
-//! the Linux boot protocol asks for.
+//! x86 CPU state for entering a kernel: in 64-bit mode (identity-mapped page
+//! tables for the first 4 GiB with 2 MiB pages, a flat GDT, the registers the
+//! Linux boot protocol asks for), or in 32-bit protected mode with paging off
+//! for the PVH entry.
 
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress};
@@ -22,13 +23,15 @@ const CR4_PAE: u64 = 1 << 5;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 
-/// GDT entries: null, null, 64-bit code (0x10), data (0x18), TSS (0x20).
-const GDT: [u64; 5] = [
+/// GDT entries: null, null, 64-bit code (0x10), data (0x18), TSS (0x20),
+/// 32-bit code (0x28, for the PVH entry).
+const GDT: [u64; 6] = [
     0,
     0,
     0x00af_9b00_0000_ffff,
     0x00cf_9300_0000_ffff,
     0x008f_8b00_0000_ffff,
+    0x00cf_9b00_0000_ffff,
 ];
 
 /// Writes the GDT, an empty IDT and the page tables into guest memory.
@@ -97,6 +100,40 @@ pub fn long_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
     sregs
 }
 
+/// PVH entry state: 32-bit flat protected mode, paging off (the x86/HVM
+/// direct boot ABI: CR0.PE set, CR0.PG clear, CR4 = 0, EFER = 0, CS a 32-bit
+/// code segment, DS/ES/SS flat data, TR a 32-bit TSS).
+pub fn pvh_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+    let code = segment(0x28, GDT[5]);
+    let data = segment(0x18, GDT[3]);
+    let tss = segment(0x20, GDT[4]);
+    sregs.gdt.base = GDT_ADDR;
+    sregs.gdt.limit = (GDT.len() * 8 - 1) as u16;
+    sregs.idt.base = IDT_ADDR;
+    sregs.idt.limit = 7;
+    sregs.cs = code;
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = tss;
+    sregs.cr0 = (sregs.cr0 | CR0_PE | CR0_ET) & !CR0_PG;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    sregs
+}
+
+/// General registers for the PVH entry: EBX = &hvm_start_info.
+pub fn pvh_regs(entry: u64, start_info: u64) -> kvm_regs {
+    kvm_regs {
+        rip: entry,
+        rbx: start_info,
+        rflags: 0x2,
+        ..Default::default()
+    }
+}
+
 /// General registers for the boot protocol's 64-bit entry.
 pub fn entry_regs(entry: u64, boot_params: u64) -> kvm_regs {
     kvm_regs {
@@ -144,5 +181,26 @@ mod tests {
         assert_ne!(s.cr0 & CR0_PG, 0);
         let r = entry_regs(0x100200, 0x7000);
         assert_eq!((r.rip, r.rsi, r.rflags), (0x100200, 0x7000, 2));
+    }
+
+    #[test]
+    fn pvh_state_is_flat_protected_mode() {
+        let start = kvm_sregs {
+            cr0: 0x6000_0010 | CR0_PG,
+            cr4: CR4_PAE,
+            efer: EFER_LME | EFER_LMA,
+            ..Default::default()
+        };
+        let s = pvh_sregs(start);
+        assert_eq!(s.cr0 & (CR0_PE | CR0_PG), CR0_PE);
+        assert_eq!((s.cr4, s.efer), (0, 0));
+        assert_eq!(
+            (s.cs.selector, s.cs.l, s.cs.db, s.cs.type_),
+            (0x28, 0, 1, 0xb)
+        );
+        assert_eq!((s.cs.base, s.cs.limit), (0, 0xffff_ffff));
+        assert_eq!((s.ss.db, s.ds.type_, s.tr.type_), (1, 0x3, 0xb));
+        let r = pvh_regs(0x100_0000, 0x6000);
+        assert_eq!((r.rip, r.rbx, r.rflags), (0x100_0000, 0x6000, 2));
     }
 }

@@ -29,7 +29,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 
 use crate::devices::{BusDevice, IrqLine, PowerEvent, PowerHandle};
 
@@ -182,7 +182,9 @@ impl AcpiPm {
                 info!("acpi: guest entered S5, powering off");
                 self.power.request(PowerEvent::PowerOff);
             } else {
-                warn!("acpi: guest asked for sleep type {typ}, which is not supported; ignored");
+                crate::guest_warn!(
+                    "acpi: guest asked for sleep type {typ}, which is not supported; ignored"
+                );
             }
         }
     }

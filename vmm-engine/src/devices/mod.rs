@@ -10,6 +10,7 @@ pub mod ide;
 pub mod keys;
 pub mod legacy;
 pub mod pci;
+pub mod ratelimit;
 pub mod rtc;
 pub mod serial;
 pub mod vga;

@@ -45,7 +45,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{debug, warn};
+use log::debug;
 
 use crate::devices::{BusDevice, IrqLine};
 
@@ -509,7 +509,7 @@ impl Rtc {
         if self.apply(&mut dt, reg, v) {
             self.rebase(dt.to_unix(), now, true);
         } else {
-            warn!("rtc: invalid value {v:#04x} for register {reg:#04x}; ignored");
+            crate::guest_warn!("rtc: invalid value {v:#04x} for register {reg:#04x}; ignored");
         }
     }
 
@@ -554,7 +554,9 @@ impl Rtc {
             if ok {
                 self.rebase(dt.to_unix(), now, false);
             } else {
-                warn!("rtc: invalid time written while SET; clock keeps running unchanged");
+                crate::guest_warn!(
+                    "rtc: invalid time written while SET; clock keeps running unchanged"
+                );
             }
         }
         self.timer.kick();

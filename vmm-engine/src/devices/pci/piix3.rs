@@ -253,6 +253,16 @@ impl BusDevice for SystemControlA {
     }
 }
 
+/// For a direct boot, where no firmware runs: sets PIRQA..D to `irqs`, the
+/// ISA IRQs the DSDT's `_PRT` names, as SeaBIOS's `piix_isa_bridge_setup`
+/// does at boot. Without it every route stays disabled and the INTx of a
+/// PCI device (virtio without MSI-X, `pci=nomsi`) reaches nothing.
+pub fn program_pirq_routes(router: &PciIntxRouter, irqs: [u8; 4]) {
+    for (n, irq) in irqs.iter().enumerate() {
+        router.set_route(n, *irq);
+    }
+}
+
 /// The edge/level control registers (ELCR1 at 0x4D0 for IRQ 0-7, ELCR2 at
 /// 0x4D1 for IRQ 8-15). A set bit makes that PIC input level-triggered.
 /// IRQ 0, 1, 2, 8 and 13 cannot be level-triggered; their bits read 0.
@@ -312,6 +322,29 @@ mod tests {
         let mut b = vec![0u8; len];
         d.config_read(off, &mut b);
         b
+    }
+
+    #[test]
+    fn direct_boot_routes_intx_where_the_prt_says() {
+        let cfg = crate::acpi::AcpiConfig::default();
+        for slot in 1..8u8 {
+            for pin in 1..=4u8 {
+                let (r, log) = PciIntxRouter::recording();
+                let line = r.irq_line_for(slot, pin);
+                // Nothing programmed (what a direct boot had): lost.
+                line.set_level(true);
+                line.set_level(false);
+                assert!(log.lock().unwrap().is_empty(), "no route yet");
+                program_pirq_routes(&r, cfg.pci_irqs);
+                line.set_level(true);
+                let prt = u32::from(cfg.pci_irqs[crate::acpi::pirq_of(slot, pin - 1)]);
+                assert_eq!(
+                    log.lock().unwrap().last().copied(),
+                    Some((prt, true)),
+                    "slot {slot} pin {pin} raises the _PRT's GSI"
+                );
+            }
+        }
     }
 
     #[test]

@@ -368,7 +368,7 @@ fn desired_mapping(dev: &dyn PciDevice, bar: usize, devfn: u8) -> Option<Mapping
     match addr.checked_add(len) {
         Some(end) if end <= limit => {}
         _ => {
-            warn!(
+            crate::guest_warn!(
                 "pci {:02x}.{}: BAR {} at {:#x}+{:#x} is outside its address space; unmapped",
                 devfn >> 3,
                 devfn & 7,

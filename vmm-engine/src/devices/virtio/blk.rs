@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use virtio_queue::QueueT;
 use vm_memory::{Address, Bytes};
 
 use super::{DiskImage, ParsedChain, QueueCtx, VirtioBackend, VirtioError, Wake};
@@ -117,7 +116,7 @@ impl Blk {
     fn execute(&mut self, mem: &super::GuestMem, p: &ParsedChain) -> (u8, u32) {
         let mut hdr = [0u8; HEADER_LEN as usize];
         if p.read_at(mem, 0, &mut hdr) != hdr.len() {
-            log::warn!("virtio-blk: request header too short");
+            crate::guest_warn!("virtio-blk: request header too short");
             return (S_IOERR, 0);
         }
         let ty = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
@@ -141,7 +140,7 @@ impl Blk {
                     let n = (in_len - pos).min(CHUNK) as usize;
                     self.buf.resize(n, 0);
                     if let Err(e) = self.disk.read_at(&mut self.buf, off + pos) {
-                        log::warn!("virtio-blk: read at {}: {e}", off + pos);
+                        crate::guest_warn!("virtio-blk: read at {}: {e}", off + pos);
                         return (S_IOERR, pos as u32);
                     }
                     if p.write_at(mem, pos, &self.buf) != n {
@@ -169,7 +168,7 @@ impl Blk {
                         return (S_IOERR, 0);
                     }
                     if let Err(e) = self.disk.write_at(&self.buf, off + pos) {
-                        log::warn!("virtio-blk: write at {}: {e}", off + pos);
+                        crate::guest_warn!("virtio-blk: write at {}: {e}", off + pos);
                         return (S_IOERR, 0);
                     }
                     pos += n as u64;
@@ -179,7 +178,7 @@ impl Blk {
             T_FLUSH => match self.disk.flush() {
                 Ok(()) => (S_OK, 0),
                 Err(e) => {
-                    log::warn!("virtio-blk: flush: {e}");
+                    crate::guest_warn!("virtio-blk: flush: {e}");
                     (S_IOERR, 0)
                 }
             },
@@ -248,7 +247,7 @@ impl Blk {
                 self.disk.write_zeroes(off, len)
             };
             if let Err(e) = r {
-                log::warn!("virtio-blk: discard/write-zeroes at {off}+{len}: {e}");
+                crate::guest_warn!("virtio-blk: discard/write-zeroes at {off}+{len}: {e}");
                 return (S_IOERR, 0);
             }
         }
@@ -259,7 +258,7 @@ impl Blk {
     fn sync_if_write_through(&self) -> (u8, u32) {
         if self.write_through {
             if let Err(e) = self.disk.flush() {
-                log::warn!("virtio-blk: write-through flush: {e}");
+                crate::guest_warn!("virtio-blk: write-through flush: {e}");
                 return (S_IOERR, 0);
             }
         }
@@ -275,7 +274,7 @@ impl Blk {
             .filter(|(_, l)| *l > 0)
             .and_then(|(a, l)| a.checked_add(*l as u64 - 1));
         let Some(status_addr) = status_addr else {
-            log::warn!(
+            crate::guest_warn!(
                 "virtio-blk: chain {} has no writable status byte ({:?}); dropped",
                 p.head,
                 p.error
@@ -284,11 +283,11 @@ impl Blk {
         };
         let (status, written) = match p.error {
             Some(e) => {
-                log::warn!("virtio-blk: malformed chain {}: {e:?}", p.head);
+                crate::guest_warn!("virtio-blk: malformed chain {}: {e:?}", p.head);
                 (S_IOERR, 0)
             }
             None if p.read_len < HEADER_LEN => {
-                log::warn!("virtio-blk: chain {} too short", p.head);
+                crate::guest_warn!("virtio-blk: chain {} too short", p.head);
                 (S_IOERR, 0)
             }
             None => self.execute(mem, p),
@@ -352,35 +351,7 @@ impl VirtioBackend for Blk {
         if wake != Wake::Queue(0) {
             return;
         }
-        let mem = ctx.mem;
-        let Some(queue) = ctx.queues.get_mut(0) else {
-            return;
-        };
-        let mut used = false;
-        loop {
-            if let Err(e) = queue.disable_notification(mem) {
-                log::warn!("virtio-blk: {e}");
-                return;
-            }
-            while let Some(chain) = queue.pop_descriptor_chain(mem) {
-                let (head, len) = self.process_chain(mem, chain);
-                if let Err(e) = queue.add_used(mem, head, len) {
-                    log::warn!("virtio-blk: add_used: {e}");
-                }
-                used = true;
-            }
-            match queue.enable_notification(mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    log::warn!("virtio-blk: {e}");
-                    break;
-                }
-            }
-        }
-        if used {
-            ctx.notify_used(0);
-        }
+        ctx.serve_queue(0, |mem, chain| self.process_chain(mem, chain));
     }
 }
 

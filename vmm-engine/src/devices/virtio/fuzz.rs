@@ -199,6 +199,34 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_malformed_blk_chains_logs_a_bounded_number_of_lines() {
+        // Every chain is one empty readable descriptor: no status byte, so
+        // each one is dropped with a warning. Before the rate limit, each
+        // of the 1600 chains logged a line.
+        let mut input = vec![0u8; 12 + 0x400];
+        input[0] = 4; // 16 entries
+        input[2..4].copy_from_slice(&16u16.to_le_bytes());
+        let mut dropped = 0;
+        let lines = crate::devices::ratelimit::tests::warnings_during(|| {
+            for _ in 0..100 {
+                let Some((mem, mut q, _)) = guest(&input) else {
+                    panic!("the input lays out a guest");
+                };
+                let disk = Arc::new(MemDisk(Mutex::new(vec![0u8; 64 * 512])));
+                let mut blk = Blk::new(disk, "flood");
+                while let Some(chain) = q.pop_descriptor_chain(&mem) {
+                    let (_, len) = blk.process_chain(&mem, chain);
+                    assert_eq!(len, 0, "a chain without a status byte is dropped");
+                    dropped += 1;
+                }
+            }
+        });
+        assert_eq!(dropped, 1600);
+        let most = crate::devices::ratelimit::FIRST as u64 + 1;
+        assert!(lines <= most, "{lines} warnings for {dropped} bad chains");
+    }
+
+    #[test]
     fn net_harness_survives_random_guests() {
         for input in inputs(0x5eed_0002, 300) {
             fuzz_net_tx(&input);

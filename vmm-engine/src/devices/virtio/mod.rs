@@ -100,15 +100,123 @@ pub enum Wake {
     Backend,
 }
 
+/// Descriptor chains a backend serves from one queue per wake-up before it
+/// yields the I/O thread to the other devices (the rest is served on the
+/// next pass of the event loop: see [`QueueCtx::again`]).
+pub const CHAINS_PER_WAKE: usize = 64;
+
 /// What a backend gets while it runs: guest memory, its queues, and a way
 /// to interrupt the guest.
 pub struct QueueCtx<'a> {
     pub mem: &'a GuestMem,
     pub queues: &'a mut [Queue],
     pub(crate) irq: &'a pci::Interrupts,
+    /// The first ring error the backend hit: the device stops (NEEDS_RESET).
+    pub(crate) fault: Option<String>,
+    /// Queues (bit n = queue n) with work left after the budget ran out.
+    pub(crate) again: u64,
 }
 
 impl QueueCtx<'_> {
+    /// The driver broke queue `q` (a ring the device cannot follow): the
+    /// device stops serving every queue and reports NEEDS_RESET.
+    pub fn fail(&mut self, q: usize, why: impl std::fmt::Display) {
+        if self.fault.is_none() {
+            self.fault = Some(format!("queue {q}: {why}"));
+        }
+    }
+
+    /// Queue `q` has more work than one wake-up may do: the transport
+    /// wakes the backend for it again after the other devices had a turn.
+    pub fn again(&mut self, q: usize) {
+        if q < 64 {
+            self.again |= 1 << q;
+        }
+    }
+
+    /// Whether the backend reported a ring error in this wake-up.
+    pub fn failed(&self) -> bool {
+        self.fault.is_some()
+    }
+
+    /// Serves the available chains of queue `q` with `serve` (which returns
+    /// the chain's head and the used length to report), at most
+    /// [`CHAINS_PER_WAKE`] of them, then re-enables notifications. A queue
+    /// that is not ready is skipped. A ring error (an avail index too far
+    /// ahead, a ring outside guest memory) is reported with [`Self::fail`]
+    /// and ends the pass: it is never retried. Returns how many chains were
+    /// served; the driver is interrupted if any were.
+    pub fn serve_queue(
+        &mut self,
+        q: usize,
+        mut serve: impl FnMut(&GuestMem, virtio_queue::DescriptorChain<&GuestMem>) -> (u16, u32),
+    ) -> usize {
+        use virtio_queue::{QueueOwnedT, QueueT};
+        let mem = self.mem;
+        let Some(queue) = self.queues.get_mut(q) else {
+            return 0;
+        };
+        if !queue.ready() {
+            return 0;
+        }
+        let mut served = 0usize;
+        let mut passes = 0usize;
+        let mut fault: Option<String> = None;
+        let mut more = false;
+        'outer: loop {
+            passes += 1;
+            if passes > CHAINS_PER_WAKE {
+                // The driver keeps moving the avail index without giving
+                // us chains we can take: come back later.
+                more = true;
+                break;
+            }
+            if let Err(e) = queue.disable_notification(mem) {
+                fault = Some(e.to_string());
+                break;
+            }
+            loop {
+                if served >= CHAINS_PER_WAKE {
+                    more = true;
+                    break 'outer;
+                }
+                let chain = match queue.iter(mem) {
+                    Ok(mut it) => it.next(),
+                    Err(e) => {
+                        fault = Some(e.to_string());
+                        break 'outer;
+                    }
+                };
+                let Some(chain) = chain else {
+                    break;
+                };
+                let (head, len) = serve(mem, chain);
+                if let Err(e) = queue.add_used(mem, head, len) {
+                    fault = Some(format!("add_used: {e}"));
+                    break 'outer;
+                }
+                served += 1;
+            }
+            match queue.enable_notification(mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    fault = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(f) = fault {
+            self.fail(q, f);
+        } else if more {
+            self.again(q);
+        }
+        if served > 0 {
+            self.notify_used(q);
+        }
+        served
+    }
+
     /// Interrupts the guest for queue `q` if the driver wants to hear of the
     /// used-ring update (event-idx / NO_INTERRUPT suppression honoured).
     pub fn notify_used(&mut self, q: usize) {

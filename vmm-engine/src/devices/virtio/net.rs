@@ -20,7 +20,7 @@
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
 
-use virtio_queue::QueueT;
+use virtio_queue::{QueueOwnedT, QueueT};
 
 use super::{ChainError, ParsedChain, QueueCtx, VirtioBackend, VirtioError, Wake};
 use crate::net::tap::{Tap, VNET_HDR_LEN};
@@ -78,6 +78,8 @@ enum Placed {
     Done,
     NoBuffers,
     Dropped,
+    /// The ring itself is broken: the device stops.
+    Fault(String),
 }
 
 impl Net {
@@ -118,8 +120,17 @@ impl Net {
     }
 
     fn rx(&mut self, ctx: &mut QueueCtx<'_>) {
+        if !ctx.queues.get(RX_QUEUE).is_some_and(|q| q.ready()) {
+            return; // frames wait in the tap until the driver sets up rx
+        }
         let mut used = false;
+        let mut turns = 0usize;
         loop {
+            turns += 1;
+            if turns > super::CHAINS_PER_WAKE {
+                ctx.again(RX_QUEUE);
+                break;
+            }
             let len = match self.rx_frame {
                 Some(n) => n,
                 None => match self.tap.read(&mut self.rx_buf) {
@@ -129,7 +140,7 @@ impl Net {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        log::warn!("virtio-net: tap read: {e}");
+                        crate::guest_warn!("virtio-net: tap read: {e}");
                         break;
                     }
                 },
@@ -150,6 +161,11 @@ impl Net {
                     if Self::want_rx_kick(ctx) {
                         continue; // buffers came in meanwhile
                     }
+                    break;
+                }
+                Placed::Fault(why) => {
+                    self.rx_frame = None;
+                    ctx.fail(RX_QUEUE, why);
                     break;
                 }
             }
@@ -192,7 +208,14 @@ impl Net {
         let mut chains: Vec<(ParsedChain, u32)> = Vec::new();
         let mut written = 0usize;
         while written < len {
-            let Some(chain) = q.pop_descriptor_chain(mem) else {
+            let chain = match q.iter(mem) {
+                Ok(mut it) => it.next(),
+                Err(e) => {
+                    q.set_next_avail(start);
+                    return Placed::Fault(e.to_string());
+                }
+            };
+            let Some(chain) = chain else {
                 q.set_next_avail(start);
                 return Placed::NoBuffers;
             };
@@ -200,7 +223,7 @@ impl Net {
             if p.error.is_some() || p.write_len == 0 || !p.readable.is_empty() {
                 // A broken receive buffer: give everything popped back
                 // empty and drop the frame.
-                log::warn!(
+                crate::guest_warn!(
                     "virtio-net: bad rx chain {} ({:?}); frame dropped",
                     p.head,
                     p.error
@@ -235,7 +258,7 @@ impl Net {
         }
         for (c, n) in &chains {
             if let Err(e) = q.add_used(mem, c.head, *n) {
-                log::warn!("virtio-net: add_used: {e}");
+                crate::guest_warn!("virtio-net: add_used: {e}");
             }
         }
         Placed::Done
@@ -258,38 +281,18 @@ impl Net {
     }
 
     fn tx(&mut self, ctx: &mut QueueCtx<'_>) {
-        let mem = ctx.mem;
-        let Some(q) = ctx.queues.get_mut(TX_QUEUE) else {
-            return;
-        };
-        let mut used = false;
-        loop {
-            if q.disable_notification(mem).is_err() {
-                return;
-            }
-            while let Some(chain) = q.pop_descriptor_chain(mem) {
-                let p = ParsedChain::parse(chain, MAX_FRAME as u64);
-                let sent = self.transmit_chain(mem, &p);
-                self.count(|s| {
-                    if sent {
-                        s.tx_frames += 1
-                    } else {
-                        s.tx_dropped += 1
-                    }
-                });
-                if let Err(e) = q.add_used(mem, p.head, 0) {
-                    log::warn!("virtio-net: add_used: {e}");
+        ctx.serve_queue(TX_QUEUE, |mem, chain| {
+            let p = ParsedChain::parse(chain, MAX_FRAME as u64);
+            let sent = self.transmit_chain(mem, &p);
+            self.count(|s| {
+                if sent {
+                    s.tx_frames += 1
+                } else {
+                    s.tx_dropped += 1
                 }
-                used = true;
-            }
-            match q.enable_notification(mem) {
-                Ok(true) => continue,
-                _ => break,
-            }
-        }
-        if used {
-            ctx.notify_used(TX_QUEUE);
-        }
+            });
+            (p.head, 0)
+        });
     }
 }
 

@@ -255,12 +255,21 @@ struct DeviceState {
     broken: bool,
     mem: GuestMem,
     irq: Arc<Interrupts>,
+    /// Clones of the queue EventFds, to wake a backend again when it ran
+    /// out of its budget with work left.
+    kicks: Vec<EventFd>,
 }
 
 impl DeviceState {
     fn run(&mut self, wake: Wake) {
         if !self.live || !self.bus_master || self.broken {
             return;
+        }
+        if let Wake::Queue(q) = wake {
+            // A doorbell for a queue the driver never enabled: nothing to do.
+            if !self.queues.get(q).is_some_and(|q| q.ready()) {
+                return;
+            }
         }
         // An avail index further ahead than the ring is long is a driver
         // bug (or an attack): stop the device and ask for a reset.
@@ -273,7 +282,7 @@ impl DeviceState {
             };
             let ahead = avail.0.wrapping_sub(q.next_avail());
             if ahead > q.size() {
-                log::warn!(
+                crate::guest_warn!(
                     "virtio: queue {i}: avail index {} is {ahead} entries ahead of a ring of {}; \
                      the device needs a reset",
                     avail.0,
@@ -295,8 +304,24 @@ impl DeviceState {
             mem,
             queues,
             irq: irq.as_ref(),
+            fault: None,
+            again: 0,
         };
         backend.process(wake, &mut ctx);
+        let (fault, again) = (ctx.fault, ctx.again);
+        if let Some(why) = fault {
+            crate::guest_warn!(
+                "virtio: {why}; the device stops until the driver resets it (NEEDS_RESET)"
+            );
+            self.broken = true;
+            self.irq.signal_config();
+            return;
+        }
+        for (q, k) in self.kicks.iter().enumerate() {
+            if again & (1 << q) != 0 {
+                let _ = k.write(1);
+            }
+        }
     }
 }
 
@@ -430,6 +455,13 @@ impl VirtioPciDevice {
             .add_capability(PCI_CAP_ID_MSIX, &msix, &[0x00, 0xc0])
             .ok_or_else(caps_full)?;
 
+        let mut evts = Vec::with_capacity(nq);
+        let mut kicks = Vec::with_capacity(nq);
+        for _ in 0..nq {
+            let evt = EventFd::new(EFD_NONBLOCK)?;
+            kicks.push(evt.try_clone()?);
+            evts.push(evt);
+        }
         let state = Arc::new(Mutex::new(DeviceState {
             backend,
             queues,
@@ -438,6 +470,7 @@ impl VirtioPciDevice {
             broken: false,
             mem,
             irq: irq.clone(),
+            kicks,
         }));
 
         let mut dev = VirtioPciDevice {
@@ -459,8 +492,7 @@ impl VirtioPciDevice {
             msix_cap,
             cfg_cap,
         };
-        for q in 0..nq {
-            let evt = EventFd::new(EFD_NONBLOCK)?;
+        for (q, evt) in evts.into_iter().enumerate() {
             let evt2 = evt.try_clone()?;
             let st = state.clone();
             let tok = event_loop.add(
@@ -557,13 +589,13 @@ impl VirtioPciDevice {
                 continue;
             }
             if !q.is_valid(&st.mem) {
-                log::warn!("virtio: queue {i} is not valid at DRIVER_OK");
+                crate::guest_warn!("virtio: queue {i} is not valid at DRIVER_OK");
                 return false;
             }
             q.set_event_idx(features & F_RING_EVENT_IDX != 0);
         }
         if let Err(e) = st.backend.activate(features) {
-            log::warn!("virtio: device activation failed: {e}");
+            crate::guest_warn!("virtio: device activation failed: {e}");
             return false;
         }
         st.live = true;
@@ -973,7 +1005,7 @@ impl PciDevice for VirtioPciDevice {
                 let q = (o - NOTIFY_OFFSET) / NOTIFY_OFF_MULTIPLIER as u64;
                 if let Some(e) = self.queue_evts.get(q as usize) {
                     if let Err(e) = e.write(1) {
-                        log::warn!("virtio: queue {q} kick failed: {e}");
+                        crate::guest_warn!("virtio: queue {q} kick failed: {e}");
                     }
                 }
             }
