@@ -68,11 +68,35 @@ pub struct RunArgs {
     #[arg(long, default_value = "vm")]
     pub name: String,
     /// Serve a control socket here (see `vireo ctl` and docs/CONTROL.md).
+    /// With --vm the default is the runtime folder's NAME.sock.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Run without the sandbox (seccomp filters, Landlock, no_new_privs), to debug.
     #[arg(long)]
     pub no_sandbox: bool,
+    /// Run the defined VM NAME (from the library, `vireo define`) instead
+    /// of one described by the options above.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["kernel", "cdrom", "disk", "nic", "bios"])]
+    pub vm: Option<String>,
+    /// No terminal: serial output is kept for clients only (how `vireo
+    /// start` and the app run a VM process).
+    #[arg(long)]
+    pub background: bool,
+}
+
+/// The spec and control socket of `vireo run --vm NAME`.
+fn defined_vm(name: &str, control: Option<PathBuf>) -> Result<(VmSpec, PathBuf), String> {
+    let paths = vireo::library::Paths::from_env().map_err(|e| e.to_string())?;
+    let lib = vireo::library::Library::new(paths.vms_dir());
+    let def = crate::manage::find_definition(&lib, name)?;
+    let sock = match control {
+        Some(p) => p,
+        None => {
+            let dir = vireo::vmproc::runtime_dir().map_err(|e| format!("{e:#}"))?;
+            vireo::vmproc::socket_path(&dir, name)
+        }
+    };
+    Ok((def.spec, sock))
 }
 
 fn parse_disk(s: &str) -> Result<DiskSpec, String> {
@@ -181,12 +205,12 @@ pub fn spec_from_args(a: &RunArgs) -> Result<VmSpec, String> {
 }
 
 /// Puts a terminal in raw mode and restores it on drop.
-struct RawTerminal {
+pub struct RawTerminal {
     saved: Option<libc::termios>,
 }
 
 impl RawTerminal {
-    fn enable() -> Self {
+    pub fn enable() -> Self {
         // SAFETY: isatty/tcgetattr/tcsetattr on fd 0 with a valid termios.
         unsafe {
             if libc::isatty(0) != 1 {
@@ -326,13 +350,18 @@ pub fn phrase(p: &SpecProblem) -> String {
 }
 
 pub fn run(a: RunArgs) -> i32 {
-    let spec = match spec_from_args(&a) {
+    let made = match &a.vm {
+        Some(name) => defined_vm(name, a.control.clone()).map(|(s, c)| (s, Some(c))),
+        None => spec_from_args(&a).map(|s| (s, a.control.clone())),
+    };
+    let (spec, control_path) = match made {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vireo: {e}");
             return 2;
         }
     };
+    log::info!("VM {} in process {}", spec.name, std::process::id());
     let problems = problems(&spec, &vmm_engine::host::limits());
     if !problems.is_empty() {
         for p in problems {
@@ -357,7 +386,7 @@ pub fn run(a: RunArgs) -> i32 {
         }
     };
     let events = vm.events();
-    let control = match &a.control {
+    let control = match &control_path {
         Some(p) => match vmm_engine::control::serve(vm.clone(), p) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -371,9 +400,9 @@ pub fn run(a: RunArgs) -> i32 {
         eprintln!("vireo: {e}");
         return 1;
     }
-    let raw = RawTerminal::enable();
+    let raw = (!a.background).then(RawTerminal::enable);
     let quit_requested = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
+    if !a.background {
         let vm = vm.clone();
         let quit = quit_requested.clone();
         std::thread::spawn(move || {
@@ -407,10 +436,15 @@ pub fn run(a: RunArgs) -> i32 {
     let code = loop {
         match events.recv() {
             Ok(VmEvent::Serial(b)) => {
-                let _ = stdout.write_all(&b);
-                let _ = stdout.flush();
+                if !a.background {
+                    let _ = stdout.write_all(&b);
+                    let _ = stdout.flush();
+                }
             }
             Ok(VmEvent::Stopped(reason)) => {
+                if a.background {
+                    eprintln!("vireo: {} stopped: {reason:?}", vm.spec().name);
+                }
                 break match reason {
                     StopReason::PowerOff | StopReason::Reset => 0,
                     StopReason::ForcedOff => {

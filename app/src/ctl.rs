@@ -127,6 +127,18 @@ pub fn run(a: CtlArgs) -> i32 {
             return 2;
         }
     };
+    // A screenshot's file is written here, not by the VM process.
+    let mut req = req;
+    let shot_file = match (req.get("cmd").and_then(Value::as_str), req.get("path")) {
+        (Some("screenshot"), Some(Value::String(p))) => {
+            let p = PathBuf::from(p);
+            if let Some(m) = req.as_object_mut() {
+                m.remove("path");
+            }
+            Some(p)
+        }
+        _ => None,
+    };
     let reply = match exchange(&a.socket, &req) {
         Ok(r) => r,
         Err(e) => {
@@ -141,6 +153,26 @@ pub fn run(a: CtlArgs) -> i32 {
             .unwrap_or("the VM refused the request");
         eprintln!("vireo ctl: {msg}");
         return 1;
+    }
+    // `screenshot FILE`: the PNG comes back in the reply; this side writes
+    // the file (temp file, then rename).
+    if let (Some(file), Some(png)) = (&shot_file, reply.get("png").and_then(Value::as_str)) {
+        use base64::Engine as _;
+        let written = base64::engine::general_purpose::STANDARD
+            .decode(png)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                crate::manage::write_file(file, &bytes).map_err(|e| format!("{e:#}"))
+            });
+        if let Err(e) = written {
+            eprintln!("vireo ctl: {e}");
+            return 1;
+        }
+        println!(
+            "{}",
+            json!({"ok": true, "path": file, "width": reply["width"], "height": reply["height"], "generation": reply["generation"]})
+        );
+        return 0;
     }
     let text_rows = reply.get("text").and_then(Value::as_array);
     match (req.get("cmd").and_then(Value::as_str), text_rows) {

@@ -11,3 +11,4 @@ pub mod library;
 pub mod model;
 pub mod terminal;
 pub mod ui;
+pub mod vmproc;

@@ -1,8 +1,11 @@
 //! `vireo`: the desktop app by default; `vireo run ...` boots a VM headless
-//! with its serial console on the terminal.
+//! with its serial console on the terminal (or, with `--vm NAME
+//! --background`, is the per-VM process the app and `vireo start` spawn);
+//! `vireo list/define/start/...` manage the per-VM processes.
 
 mod cli;
 mod ctl;
+mod manage;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +26,8 @@ enum Command {
     Run(Box<cli::RunArgs>),
     /// Control a running VM through its control socket.
     Ctl(ctl::CtlArgs),
+    #[command(flatten)]
+    Manage(manage::Verb),
 }
 
 fn main() {
@@ -38,6 +43,7 @@ fn main() {
     let code = match args.command {
         Some(Command::Run(r)) => cli::run(*r),
         Some(Command::Ctl(c)) => ctl::run(c),
+        Some(Command::Manage(v)) => manage::run(v),
         None => match vireo::gui::run_gui() {
             Ok(()) => 0,
             Err(e) => {

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use serde_json::{json, Value};
 use vireo_tests::{guest, require_kvm, Console};
 use vmm_engine::control::{self, ControlError, MAX_CLIENTS, MAX_LINE};
@@ -171,6 +173,17 @@ fn commands_work_on_a_running_vm() {
         checked,
         "the VM's display replaced the presented frame before every one of 50 screenshots"
     );
+    // Without a path the PNG comes back in the reply.
+    let r = c.call(r#"{"cmd":"screenshot"}"#);
+    assert!(ok(&r), "{r}");
+    let png_bytes = B64.decode(r["png"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.join("inline.png"), png_bytes).unwrap();
+    // (Its own size: the display thread may have drawn its frame again.)
+    let (iw, ih, _) = read_png(&dir.join("inline.png"));
+    assert_eq!(
+        (Some(iw as u64), Some(ih as u64)),
+        (r["width"].as_u64(), r["height"].as_u64())
+    );
     // The guest is not in a text mode the VGA can show.
     let r = c.call(r#"{"cmd":"screen-text"}"#);
     assert!(
@@ -254,16 +267,44 @@ fn bad_clients_get_errors_and_the_vm_keeps_running() {
     assert!(ok(&a.call("\n  \r\n{\"cmd\":\"status\"}")));
 
     // Screenshot paths that cannot be written.
+    std::fs::create_dir_all(dir.join("d.png")).unwrap();
     err_contains(
         &a.call(r#"{"cmd":"screenshot","path":"/nonexistent-vireo-dir/x.png"}"#),
         "nonexistent-vireo-dir",
     );
     err_contains(
         &a.call(&json!({"cmd":"screenshot","path": dir}).to_string()),
-        "cannot write",
+        "must end in .png",
+    );
+    err_contains(
+        &a.call(&json!({"cmd":"screenshot","path": dir.join("d.png")}).to_string()),
+        "",
     );
     err_contains(&a.call(r#"{"cmd":"screenshot","path":""}"#), "empty");
-    err_contains(&a.call(r#"{"cmd":"screenshot"}"#), "missing 'path'");
+    // Confined: only absolute .png paths in folders the user owns.
+    err_contains(
+        &a.call(r#"{"cmd":"screenshot","path":"rel.png"}"#),
+        "absolute",
+    );
+    // A folder owned by someone else (made so when running as root).
+    // SAFETY: geteuid has no preconditions.
+    let theirs = if unsafe { libc::geteuid() } == 0 {
+        let d = dir.join("theirs");
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
+        d
+    } else {
+        std::path::PathBuf::from("/etc")
+    };
+    err_contains(
+        &a.call(&json!({"cmd":"screenshot","path": theirs.join("x.png")}).to_string()),
+        "folders you own",
+    );
+    assert!(!theirs.join("x.png").exists());
+    err_contains(
+        &a.call(r#"{"cmd":"screenshot","path":"/tmp/vireo-x.txt"}"#),
+        ".png",
+    );
 
     // Two clients interleaved: each gets its own replies, in order.
     for i in 0..5 {
@@ -368,4 +409,125 @@ fn socket_file_handling() {
         control::serve(vm.clone(), dir.join("no/such/dir.sock")),
         Err(ControlError::Io { .. })
     ));
+}
+
+#[test]
+fn serial_scrollback_idle_clients_and_socket_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let (vm, _con) = boot();
+    let dir = vireo_tests::work_dir("control-serial");
+    let sock = dir.join("s.sock");
+    let limits = control::Limits {
+        idle: Duration::from_millis(500),
+        line: Duration::from_millis(500),
+    };
+    let _server = control::serve_with(vm.clone(), &sock, limits).expect("serving");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    // Nothing of the private bind folder is left beside the socket.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("s.sock")]);
+
+    // The scrollback: what the guest printed since boot, from offset 0.
+    let mut c = Client::connect(&sock);
+    let r = c.call(r#"{"cmd":"serial","since":0}"#);
+    assert!(ok(&r), "{r}");
+    let text =
+        String::from_utf8_lossy(&B64.decode(r["data"].as_str().unwrap()).unwrap()).into_owned();
+    assert!(text.contains("cmdline:"), "{text:?}");
+    let end = r["end"].as_u64().unwrap();
+    assert_eq!(end as usize, text.len());
+    assert_eq!(r["lost"], json!(0));
+    // A long poll past the end: the halted guest prints nothing more.
+    let r = c.call(&json!({"cmd":"serial","since": end, "wait-ms": 200}).to_string());
+    let more = B64.decode(r["data"].as_str().unwrap()).unwrap();
+    assert_eq!(r["start"].as_u64(), Some(end), "{r}");
+    assert_eq!(r["end"].as_u64(), Some(end + more.len() as u64), "{r}");
+    // Past the end there is nothing (and no error).
+    let r = c.call(r#"{"cmd":"serial","since":999999999}"#);
+    assert_eq!(r["data"], json!(""), "{r}");
+    err_contains(&c.call(r#"{"cmd":"serial","since":-1}"#), "since");
+    err_contains(&c.call(r#"{"cmd":"serial-input","data":"%%"}"#), "base64");
+    assert!(ok(&c.call(r#"{"cmd":"serial-input","data":"aGkK"}"#)));
+    err_contains(
+        &c.call(r#"{"cmd":"key","key":"ctrl-a","down":true}"#),
+        "one key",
+    );
+    assert!(ok(&c.call(r#"{"cmd":"key","key":"a","down":true}"#)));
+    assert!(ok(&c.call(r#"{"cmd":"key","key":"a","down":false}"#)));
+    assert!(ok(&c.call(r#"{"cmd":"mouse","dx":3,"dy":-2,"buttons":1}"#)));
+    err_contains(&c.call(r#"{"cmd":"mouse","dx":99999}"#), "dx");
+
+    // Idle clients fill every slot, are told why and dropped; the slots
+    // come back.
+    // (`c` may still hold the sixteenth slot.)
+    let mut idle: Vec<Client> = (0..MAX_CLIENTS - 1)
+        .map(|_| Client::connect(&sock))
+        .collect();
+    for cl in &mut idle {
+        err_contains(&cl.reply(), "idle");
+        assert!(cl.closed());
+    }
+    // A client that starts a line and never finishes it is dropped too.
+    let mut trickle = Client::connect(&sock);
+    trickle.send_raw(br#"{"cmd":"sta"#);
+    err_contains(&trickle.reply(), "not finished");
+    // The server notices closed clients on its own time: wait for a slot.
+    let deadline = Instant::now() + T;
+    loop {
+        let st = Client::connect(&sock).call(r#"{"cmd":"status"}"#);
+        if ok(&st) {
+            assert!(st["serial-end"].as_u64() >= Some(end), "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slot came back: {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vm.power_off();
+}
+
+#[test]
+fn a_serial_flood_stays_bounded() {
+    require_kvm();
+    let mut s = VmSpec::linux(guest("tiny", "bootproto.bin"));
+    s.memory_mib = 64;
+    if let vmm_engine::BootSpec::Linux(l) = &mut s.boot {
+        l.cmdline = "console=ttyS0 noecho action=count".into();
+    }
+    let vm = Arc::new(Vm::create(s).expect("creating the VM"));
+    let events = vm.events();
+    vm.start().expect("starting the VM");
+    // Nobody reads the events while the guest prints "tick N" lines
+    // forever: wait until the queue has overflowed. (The guest prints
+    // slowly here, so the ring's own wrap-around is a unit test of
+    // SerialRing.)
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while vm.dropped_events() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the flood never filled the queue: {} bytes",
+            vm.serial_since(u64::MAX, 0, None).end
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(events.len() <= vmm_engine::EVENT_QUEUE);
+    // The scrollback still has every byte (less than the ring holds).
+    let c = vm.serial_since(0, usize::MAX, None);
+    assert!(c.end as usize <= vmm_engine::SERIAL_SCROLLBACK);
+    assert_eq!((c.start, c.lost, c.bytes.len() as u64), (0, 0, c.end));
+    assert!(String::from_utf8_lossy(&c.bytes).contains("tick "));
+    // A lifecycle event still gets through the full queue.
+    vm.power_off();
+    assert_eq!(vm.wait(), StopReason::ForcedOff);
+    // (wait() returns once the state is Stopped; the event follows.)
+    loop {
+        match events.recv_timeout(T) {
+            Ok(VmEvent::Stopped(r)) => break assert_eq!(r, StopReason::ForcedOff),
+            Ok(_) => {}
+            Err(e) => panic!("no Stopped event after a full queue: {e}"),
+        }
+    }
 }

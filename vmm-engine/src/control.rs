@@ -33,7 +33,7 @@
 //! capabilities negotiation, mouse input.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -43,6 +43,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::devices::keys::{self, KeyCode};
@@ -62,6 +64,31 @@ pub const MAX_HOLD_MS: u64 = 10_000;
 const TYPE_STEP: Duration = Duration::from_millis(15);
 /// A client that does not read its replies for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most serial bytes one `serial` reply carries.
+pub const MAX_SERIAL_REPLY: usize = crate::devices::serial::SERIAL_SCROLLBACK;
+/// The longest `wait-ms` of a `serial` request.
+pub const MAX_SERIAL_WAIT_MS: u64 = 10_000;
+/// The most bytes one `serial-input` request may carry.
+pub const MAX_SERIAL_INPUT: usize = 16 * 1024;
+
+/// How long clients may take. A client that sends nothing for `idle`
+/// between requests, or takes longer than `line` to finish a request line
+/// it has started, is told so and dropped, so idle or trickling clients
+/// cannot hold every slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub idle: Duration,
+    pub line: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            idle: Duration::from_secs(300),
+            line: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Why the control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +117,7 @@ struct ServerShared {
     clients: Mutex<Clients>,
     served: AtomicU64,
     quit: AtomicBool,
+    limits: Limits,
 }
 
 /// A running control socket. Dropping it stops serving, disconnects every
@@ -129,8 +157,47 @@ impl ControlServer {
     }
 }
 
-/// Starts serving `vm` on a Unix socket at `path`.
+/// Starts serving `vm` on a Unix socket at `path`, with the default
+/// [`Limits`].
 pub fn serve(vm: Arc<Vm>, path: impl AsRef<Path>) -> Result<ControlServer, ControlError> {
+    serve_with(vm, path, Limits::default())
+}
+
+/// Binds a listening socket at `path` that nobody else can reach at any
+/// moment: it is bound inside a fresh 0700 directory beside `path`, set to
+/// 0600 there, and renamed into place.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::DirBuilderExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut dir_name = std::ffi::OsString::from(".");
+    dir_name.push(name);
+    dir_name.push(format!(".{}.bind", std::process::id()));
+    let dir = parent.join(dir_name);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let tmp = dir.join("s");
+    let result = (|| {
+        let l = UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, path)?;
+        Ok(l)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&dir);
+    result
+}
+
+/// [`serve`] with explicit client [`Limits`].
+pub fn serve_with(
+    vm: Arc<Vm>,
+    path: impl AsRef<Path>,
+    limits: Limits,
+) -> Result<ControlServer, ControlError> {
     let path = path.as_ref().to_path_buf();
     let shown = path.display().to_string();
     let io = |source| ControlError::Io {
@@ -148,11 +215,7 @@ pub fn serve(vm: Arc<Vm>, path: impl AsRef<Path>) -> Result<ControlServer, Contr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    let listener = UnixListener::bind(&path).map_err(io)?;
-    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
-        let _ = std::fs::remove_file(&path);
-        return Err(io(e));
-    }
+    let listener = bind_private(&path).map_err(io)?;
     let shared = Arc::new(ServerShared {
         vm: Arc::downgrade(&vm),
         stop: AtomicBool::new(false),
@@ -163,6 +226,7 @@ pub fn serve(vm: Arc<Vm>, path: impl AsRef<Path>) -> Result<ControlServer, Contr
         }),
         served: AtomicU64::new(0),
         quit: AtomicBool::new(false),
+        limits,
     });
     let waker = listener.try_clone().ok();
     let s = shared.clone();
@@ -282,31 +346,81 @@ enum Line {
     Request(Vec<u8>),
     TooLong,
     Closed,
+    /// Nothing arrived for [`Limits::idle`], or a started line took longer
+    /// than [`Limits::line`].
+    TimedOut(&'static str),
 }
 
-fn read_line(r: &mut impl BufRead) -> Line {
+/// Reads one request line, setting the stream's read timeout before each
+/// read through `set_timeout`.
+fn read_line_timed(
+    r: &mut impl BufRead,
+    set_timeout: &mut dyn FnMut(Duration),
+    limits: Limits,
+) -> Line {
     let mut buf = Vec::new();
-    match r
-        .by_ref()
-        .take(MAX_LINE as u64 + 1)
-        .read_until(b'\n', &mut buf)
-    {
-        Ok(0) | Err(_) => Line::Closed,
-        Ok(_) => {
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-                if buf.last() == Some(&b'\r') {
-                    buf.pop();
+    let mut line_deadline: Option<std::time::Instant> = None;
+    loop {
+        let timeout = match line_deadline {
+            None => limits.idle,
+            Some(d) => {
+                let now = std::time::Instant::now();
+                if now >= d {
+                    return Line::TimedOut("request line not finished in time");
                 }
-                Line::Request(buf)
-            } else if buf.len() > MAX_LINE {
-                Line::TooLong
-            } else {
-                // End of stream in the middle of a line: discard it.
-                Line::Closed
+                d - now
             }
+        };
+        set_timeout(timeout.max(Duration::from_millis(1)));
+        let avail = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Line::TimedOut(if line_deadline.is_none() {
+                    "idle for too long"
+                } else {
+                    "request line not finished in time"
+                });
+            }
+            Err(_) => return Line::Closed,
+        };
+        if avail.is_empty() {
+            // End of stream (a partial line is discarded).
+            return Line::Closed;
+        }
+        if line_deadline.is_none() {
+            line_deadline = Some(std::time::Instant::now() + limits.line);
+        }
+        let (take, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        buf.extend_from_slice(&avail[..take]);
+        r.consume(take);
+        if done {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            if buf.len() > MAX_LINE {
+                return Line::TooLong;
+            }
+            return Line::Request(buf);
+        }
+        if buf.len() > MAX_LINE {
+            return Line::TooLong;
         }
     }
+}
+
+#[cfg(test)]
+fn read_line(r: &mut impl BufRead) -> Line {
+    read_line_timed(r, &mut |_| {}, Limits::default())
 }
 
 fn send(w: &mut impl Write, reply: &Value) -> std::io::Result<()> {
@@ -320,13 +434,23 @@ fn serve_client(stream: UnixStream, shared: &ServerShared) {
     let Ok(mut out) = stream.try_clone() else {
         return;
     };
+    let Ok(timer) = stream.try_clone() else {
+        return;
+    };
+    let mut set_timeout = |d: Duration| {
+        let _ = timer.set_read_timeout(Some(d));
+    };
     let mut input = BufReader::new(stream);
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
-        let line = match read_line(&mut input) {
+        let line = match read_line_timed(&mut input, &mut set_timeout, shared.limits) {
             Line::Closed => return,
+            Line::TimedOut(why) => {
+                let _ = send(&mut out, &error_reply(None, &format!("{why}: closing")));
+                return;
+            }
             Line::TooLong => {
                 let _ = send(
                     &mut out,
@@ -399,6 +523,51 @@ fn str_arg<'a>(req: &'a Map<String, Value>, name: &str) -> Result<&'a str, Strin
     }
 }
 
+/// An optional unsigned integer argument, at most `max`.
+fn opt_u64(req: &Map<String, Value>, name: &str, max: u64) -> Result<Option<u64>, String> {
+    match req.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|&x| x <= max)
+            .map(Some)
+            .ok_or_else(|| format!("'{name}' must be an integer 0..={max}")),
+    }
+}
+
+/// Where a `screenshot` with a `path` may write: an absolute path ending
+/// in `.png`, in an existing folder owned by the user this process runs
+/// as. (The file is written under a temporary name and renamed, so a
+/// symlink at the path is replaced, never followed.)
+fn confined_screenshot_path(path: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    if path.is_empty() {
+        return Err("'path' is empty".into());
+    }
+    let p = PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(format!("'path' {path} must be absolute"));
+    }
+    if p.extension().and_then(|e| e.to_str()) != Some("png") {
+        return Err(format!("'path' {path} must end in .png"));
+    }
+    let parent = p
+        .parent()
+        .ok_or_else(|| format!("'path' {path} has no folder"))?;
+    let md = std::fs::metadata(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !md.is_dir() || md.uid() != me {
+        return Err(format!(
+            "'path' {path}: screenshots go only into folders you own (or omit 'path' to get the PNG in the reply)"
+        ));
+    }
+    if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+        return Err(format!("'path' {path} is a folder"));
+    }
+    Ok(p)
+}
+
 fn state_name(s: VmState) -> &'static str {
     match s {
         VmState::Created => "created",
@@ -434,6 +603,8 @@ fn run_command(
                     "generation": fb.generation,
                     "text-mode": vm.screen_text().is_some(),
                 },
+                "serial-end": vm.serial_since(u64::MAX, 0, None).end,
+                "pid": std::process::id(),
             });
             if let (Some(s), Some(obj)) = (server, reply.as_object_mut()) {
                 // Connected clients, this one included.
@@ -442,20 +613,86 @@ fn run_command(
             Ok(reply)
         }
         "screenshot" => {
-            let path = str_arg(req, "path")?;
-            if path.is_empty() {
-                return Err("'path' is empty".into());
-            }
             let fb = vm.display().snapshot();
-            fb.save_png(Path::new(path)).map_err(|e| e.to_string())?;
-            Ok(json!({
-                "path": path,
+            let mut reply = json!({
                 "width": fb.width,
                 "height": fb.height,
                 "generation": fb.generation,
+            });
+            match req.get("path") {
+                // Without a path the PNG comes back in the reply.
+                None => {
+                    let mut png = Vec::new();
+                    fb.write_png(&mut png).map_err(|e| e.to_string())?;
+                    reply["png"] = json!(B64.encode(&png));
+                }
+                Some(_) => {
+                    let path = confined_screenshot_path(str_arg(req, "path")?)?;
+                    fb.save_png(&path).map_err(|e| e.to_string())?;
+                    reply["path"] = json!(path.to_string_lossy());
+                }
+            }
+            Ok(reply)
+        }
+        "serial" => {
+            let since = opt_u64(req, "since", u64::MAX)?.unwrap_or(0);
+            let max = opt_u64(req, "max", MAX_SERIAL_REPLY as u64)?
+                .map_or(MAX_SERIAL_REPLY, |m| m as usize);
+            let wait = opt_u64(req, "wait-ms", MAX_SERIAL_WAIT_MS)?.map(Duration::from_millis);
+            let c = vm.serial_since(since, max, wait);
+            Ok(json!({
+                "start": c.start,
+                "end": c.end,
+                "lost": c.lost,
+                "data": B64.encode(&c.bytes),
             }))
         }
         "sandbox-probe" if crate::sandbox::probes_enabled() => crate::sandbox::probe(req),
+        "serial-input" => {
+            let data = B64
+                .decode(str_arg(req, "data")?)
+                .map_err(|e| format!("'data' is not base64: {e}"))?;
+            if data.len() > MAX_SERIAL_INPUT {
+                return Err(format!(
+                    "'data' too long ({} bytes, at most {MAX_SERIAL_INPUT})",
+                    data.len()
+                ));
+            }
+            require_running(vm)?;
+            vm.serial_input(&data);
+            Ok(json!({ "bytes": data.len() }))
+        }
+        "key" => {
+            let name = str_arg(req, "key")?;
+            let key = match keys::parse_key_combo(name).map_err(|e| e.to_string())?[..] {
+                [k] => k,
+                _ => return Err("'key' names one key (use send-keys for combinations)".into()),
+            };
+            let down = match req.get("down") {
+                Some(Value::Bool(b)) => *b,
+                _ => return Err("'down' must be true or false".into()),
+            };
+            require_running(vm)?;
+            vm.key_event(key, down);
+            Ok(json!({}))
+        }
+        "mouse" => {
+            let int = |n: &str| -> Result<i32, String> {
+                match req.get(n) {
+                    None => Ok(0),
+                    Some(v) => v
+                        .as_i64()
+                        .filter(|x| x.unsigned_abs() <= 4096)
+                        .map(|x| x as i32)
+                        .ok_or_else(|| format!("'{n}' must be an integer -4096..=4096")),
+                }
+            };
+            let (dx, dy, dz) = (int("dx")?, int("dy")?, int("dz")?);
+            let buttons = opt_u64(req, "buttons", 7)?.unwrap_or(0) as u8;
+            require_running(vm)?;
+            vm.mouse_event(dx, dy, dz, buttons);
+            Ok(json!({}))
+        }
         "screen-text" => match vm.screen_text() {
             Some(rows) => Ok(json!({ "text": rows })),
             None => Err("the guest's screen is not in a text mode".into()),

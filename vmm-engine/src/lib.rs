@@ -40,13 +40,14 @@ pub(crate) mod vcpu;
 pub(crate) mod vm;
 
 pub use check::{check_iso, ProblemKind, SpecField, SpecProblem};
+pub use devices::serial::{SerialChunk, SERIAL_SCROLLBACK};
 pub use display::{Display, Framebuffer, ScreenshotError};
 pub use host::HostLimits;
 pub use spec::{
     BootOrder, BootSpec, DiskFormat, DiskInterface, DiskSpec, FirmwareBoot, LinuxBoot, NicSpec,
     VmSpec,
 };
-pub use vm::{StopReason, Vm, VmError, VmEvent, VmState};
+pub use vm::{StopReason, Vm, VmError, VmEvent, VmState, EVENT_QUEUE};
 
 /// The key vocabulary: key codes, their names, and text as key strokes.
 pub mod input {

@@ -6,7 +6,7 @@
 
 use std::os::unix::thread::JoinHandleExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, MmapRegion};
 use crate::boot;
 use crate::bus::Bus;
 use crate::devices::keys::KeyCode;
+use crate::devices::serial::{SerialChunk, SerialRing, SERIAL_SCROLLBACK};
 use crate::devices::{IrqLine, PowerEvent, PowerHandle};
 use crate::display::Display;
 use crate::memory::{
@@ -176,9 +177,36 @@ fn pit_reinject_off(vm: &VmFd) {
 /// Who is told when something visible changes (serial, state, display).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
+/// How many events wait for a consumer at most. When the queue is full a
+/// serial batch is dropped from the stream (the scrollback ring still has
+/// it) and any other event replaces the oldest queued one.
+pub const EVENT_QUEUE: usize = 1024;
+/// Serial output is sent in batches: a batch goes out when it reaches this
+/// many bytes, when the last one went out long enough ago, or on the
+/// display thread's next tick (at most ~33 ms later).
+const SERIAL_BATCH_BYTES: usize = 4096;
+const SERIAL_BATCH_AGE: Duration = Duration::from_millis(10);
+/// A batch never holds more than this; bytes beyond it are counted as
+/// dropped from the event stream (the ring keeps them).
+const SERIAL_BATCH_MAX: usize = 64 * 1024;
+
+/// The guest's serial output: the scrollback ring and the batch not yet
+/// sent as an event.
+struct SerialOut {
+    ring: SerialRing,
+    batch: Vec<u8>,
+    last_flush: Option<Instant>,
+}
+
 struct Shared {
     spec: VmSpec,
     tx: Sender<VmEvent>,
+    /// The queue's own receiver, to drop its oldest event when it is full.
+    rx: Receiver<VmEvent>,
+    /// Events (serial batches and others) dropped because the queue was full.
+    dropped_events: AtomicU64,
+    serial: Mutex<SerialOut>,
+    serial_cv: Condvar,
     state: Mutex<VmState>,
     state_cv: Condvar,
     machine: Mutex<Option<Arc<Machine>>>,
@@ -191,8 +219,55 @@ struct Shared {
 
 impl Shared {
     fn emit(&self, ev: VmEvent) {
-        let _ = self.tx.send(ev);
+        use crossbeam_channel::TrySendError;
+        if let Err(TrySendError::Full(ev)) = self.tx.try_send(ev) {
+            if self.dropped_events.fetch_add(1, Ordering::Relaxed) == 0 {
+                log::warn!(
+                    "VM {}: the event queue is full ({EVENT_QUEUE}): nobody reads it fast enough; dropping events (serial output stays in the scrollback)",
+                    self.spec.name
+                );
+            }
+            if !matches!(ev, VmEvent::Serial(_)) {
+                let _ = self.rx.try_recv();
+                let _ = self.tx.try_send(ev);
+            }
+        }
         self.wake();
+    }
+    fn serial_output(&self, bytes: &[u8]) {
+        let batch = {
+            let mut s = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+            s.ring.push(bytes);
+            let room = SERIAL_BATCH_MAX.saturating_sub(s.batch.len());
+            if room < bytes.len() {
+                self.dropped_events.fetch_add(1, Ordering::Relaxed);
+            }
+            s.batch.extend_from_slice(&bytes[..room.min(bytes.len())]);
+            let due = s.batch.len() >= SERIAL_BATCH_BYTES
+                || s.last_flush.is_none_or(|t| t.elapsed() >= SERIAL_BATCH_AGE);
+            if due {
+                s.last_flush = Some(Instant::now());
+                std::mem::take(&mut s.batch)
+            } else {
+                Vec::new()
+            }
+        };
+        self.serial_cv.notify_all();
+        if !batch.is_empty() {
+            self.emit(VmEvent::Serial(batch));
+        }
+    }
+    /// Sends the serial batch still waiting, if any.
+    fn flush_serial(&self) {
+        let batch = {
+            let mut s = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+            if s.batch.is_empty() {
+                return;
+            }
+            s.last_flush = Some(Instant::now());
+            std::mem::take(&mut s.batch)
+        };
+        self.emit(VmEvent::Serial(batch));
     }
     fn wake(&self) {
         let w = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -235,10 +310,18 @@ impl Vm {
     /// opens disks) without running it, so every input error surfaces here.
     pub fn create(spec: VmSpec) -> Result<Vm, VmError> {
         validate_spec(&spec)?;
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(EVENT_QUEUE);
         let shared = Arc::new(Shared {
             spec,
             tx,
+            rx: rx.clone(),
+            dropped_events: AtomicU64::new(0),
+            serial: Mutex::new(SerialOut {
+                ring: SerialRing::new(SERIAL_SCROLLBACK),
+                batch: Vec::new(),
+                last_flush: None,
+            }),
+            serial_cv: Condvar::new(),
             state: Mutex::new(VmState::Created),
             state_cv: Condvar::new(),
             machine: Mutex::new(None),
@@ -269,9 +352,38 @@ impl Vm {
         &self.shared.spec
     }
 
-    /// The event stream. Every clone of the receiver shares one queue.
+    /// The event stream. Every clone of the receiver shares one queue,
+    /// which holds at most [`EVENT_QUEUE`] events (see there).
     pub fn events(&self) -> Receiver<VmEvent> {
         self.events.clone()
+    }
+
+    /// How many events were dropped because nobody read the queue.
+    pub fn dropped_events(&self) -> u64 {
+        self.shared.dropped_events.load(Ordering::Relaxed)
+    }
+
+    /// The guest's serial output from absolute offset `since` on (at most
+    /// `max` bytes), out of the last [`SERIAL_SCROLLBACK`] bytes. With
+    /// `wait`, blocks up to that long while there is nothing new.
+    pub fn serial_since(&self, since: u64, max: usize, wait: Option<Duration>) -> SerialChunk {
+        let sh = &self.shared;
+        let mut g = sh.serial.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(limit) = wait {
+            let until = Instant::now() + limit;
+            while g.ring.end() <= since && self.state() != VmState::Stopped {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                g = sh
+                    .serial_cv
+                    .wait_timeout(g, (until - now).min(Duration::from_millis(200)))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        g.ring.since(since, max)
     }
 
     /// Called whenever serial output, state or the display changes.
@@ -474,6 +586,22 @@ impl Drop for Vm {
     }
 }
 
+/// Runs an engine thread's body; a panic in it becomes a fault of the
+/// machine (with the panic's message), which stops the VM cleanly.
+pub(crate) fn catching_panics(exit: &ExitCell, who: &str, body: impl FnOnce()) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        log::error!("{who} panicked: {msg}");
+        exit.set(MachineExit::Fault(format!(
+            "internal error: {who} panicked: {msg}"
+        )));
+    }
+}
+
 /// Takes the thread out of `slot`, if one is there, and waits for it to end.
 fn join_taken(slot: &Mutex<Option<JoinHandle<()>>>) {
     if let Some(h) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -505,6 +633,7 @@ fn supervise(shared: Arc<Shared>, first: Machine) {
         }
         let exit = machine.exit.wait();
         machine.stop_vcpus();
+        shared.flush_serial();
         *shared.machine.lock().unwrap_or_else(|e| e.into_inner()) = None;
         drop(machine);
         match exit {
@@ -551,6 +680,8 @@ pub struct Machine {
     kicker_active: std::sync::atomic::AtomicBool,
     vcpu_tids: Arc<Mutex<Vec<i32>>>,
     _firmware: Option<MmapRegion>,
+    /// Sends the serial batch still waiting (called on each display tick).
+    serial_flush: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Machine {
@@ -603,7 +734,7 @@ impl Machine {
             io_bus: &io_bus,
             mmio_bus: &mmio_bus,
             power,
-            serial_sink: Box::new(move |b: &[u8]| sink_shared.emit(VmEvent::Serial(b.to_vec()))),
+            serial_sink: Box::new(move |b: &[u8]| sink_shared.serial_output(b)),
             display: shared.display.clone(),
         })?;
 
@@ -694,6 +825,14 @@ impl Machine {
             kicker_active: Default::default(),
             vcpu_tids: Default::default(),
             _firmware: firmware,
+            serial_flush: {
+                let weak = Arc::downgrade(shared);
+                Arc::new(move || {
+                    if let Some(s) = weak.upgrade() {
+                        s.flush_serial();
+                    }
+                })
+            },
         })
     }
 
@@ -711,6 +850,7 @@ impl Machine {
                 exits: self.exits.clone(),
             };
             let tids = self.vcpu_tids.clone();
+            let exit = self.exit.clone();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
@@ -718,7 +858,7 @@ impl Machine {
                     // SAFETY: gettid has no preconditions.
                     let tid = unsafe { libc::gettid() };
                     tids.lock().unwrap_or_else(|e| e.into_inner()).push(tid);
-                    vcpu::run_vcpu(v, ctx)
+                    catching_panics(&exit, &format!("vCPU {index}"), || vcpu::run_vcpu(v, ctx))
                 })
                 .map_err(|e| VmError::Device(format!("cannot start a vCPU thread: {e}")))?;
             threads.push(t);
@@ -726,6 +866,7 @@ impl Machine {
         // The display refresher: ~30 Hz, renders only what changed.
         let vga = self.platform.vga.clone();
         let exit = self.exit.clone();
+        let flush = self.serial_flush.clone();
         let t = std::thread::Builder::new()
             .name("display".into())
             .spawn(move || {
@@ -734,6 +875,14 @@ impl Machine {
                     vga.render();
                     std::thread::sleep(Duration::from_millis(33));
                 }
+                crate::sandbox::enter(crate::sandbox::Role::Display);
+                catching_panics(&exit.clone(), "the display thread", || {
+                    while !exit.is_set() {
+                        vga.render();
+                        flush();
+                        std::thread::sleep(Duration::from_millis(33));
+                    }
+                })
             })
             .map_err(|e| VmError::Device(format!("cannot start the display thread: {e}")))?;
         *self
@@ -914,4 +1063,29 @@ fn load_firmware(
     )
     .map_err(|e| VmError::Memory(format!("BIOS shadow: {e}")))?;
     Ok(region)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_engine_thread_becomes_a_fault_with_its_message() {
+        let exit = ExitCell::default();
+        catching_panics(&exit, "vCPU 3", || {
+            panic!("device exploded at {:#x}", 0x3f8)
+        });
+        match exit.get() {
+            Some(MachineExit::Fault(m)) => {
+                assert!(
+                    m.contains("vCPU 3 panicked: device exploded at 0x3f8"),
+                    "{m}"
+                )
+            }
+            other => panic!("expected a fault, got {other:?}"),
+        }
+        let calm = ExitCell::default();
+        catching_panics(&calm, "display", || {});
+        assert!(!calm.is_set());
+    }
 }

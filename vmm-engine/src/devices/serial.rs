@@ -1,7 +1,7 @@
 //! COM1: a 16550A UART from vm-superio, on an [`IrqLine`] (IRQ 4).
 //!
-//! Output bytes go to a [`SerialSink`] (the engine turns them into
-//! `VmEvent::Serial`). Input from the host is queued here without bound on
+//! Output bytes go to a [`SerialSink`] (the engine keeps them in a
+//! [`SerialRing`] and sends them as batched `VmEvent::Serial`). Input from the host is queued here without bound on
 //! the host side and fed into the UART's 64-byte FIFO as the guest drains it.
 
 use std::collections::VecDeque;
@@ -49,6 +49,77 @@ impl Trigger for IrqTrigger {
     fn trigger(&self) -> io::Result<()> {
         self.0.pulse();
         Ok(())
+    }
+}
+
+/// How much of the guest's serial output a VM keeps (the scrollback a
+/// client gets when it attaches).
+pub const SERIAL_SCROLLBACK: usize = 256 * 1024;
+
+/// The last [`SERIAL_SCROLLBACK`] bytes of a UART's output, addressed by
+/// absolute offsets (bytes written since the VM was created), so readers
+/// keep a cursor and learn how much they missed when they lag.
+#[derive(Debug)]
+pub struct SerialRing {
+    buf: VecDeque<u8>,
+    cap: usize,
+    /// Offset one past the last byte written.
+    end: u64,
+}
+
+/// What [`SerialRing::since`] gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SerialChunk {
+    /// Offset of the first byte of `bytes`.
+    pub start: u64,
+    /// Offset one past the last byte: the cursor for the next read.
+    pub end: u64,
+    /// Bytes after the requested offset that fell out of the ring.
+    pub lost: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl SerialRing {
+    pub fn new(cap: usize) -> Self {
+        SerialRing {
+            buf: VecDeque::new(),
+            cap: cap.max(1),
+            end: 0,
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.end += bytes.len() as u64;
+        let keep = &bytes[bytes.len().saturating_sub(self.cap)..];
+        let over = (self.buf.len() + keep.len()).saturating_sub(self.cap);
+        self.buf.drain(..over);
+        self.buf.extend(keep);
+    }
+
+    /// Offset one past the last byte written.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Offset of the oldest byte still kept.
+    pub fn start(&self) -> u64 {
+        self.end - self.buf.len() as u64
+    }
+
+    /// The bytes from `offset` on (at most `max`), or from the oldest kept
+    /// byte when `offset` has fallen out. An offset past the end gives
+    /// nothing.
+    pub fn since(&self, offset: u64, max: usize) -> SerialChunk {
+        let start = offset.clamp(self.start(), self.end);
+        let lost = start - offset.min(start);
+        let skip = (start - self.start()) as usize;
+        let bytes: Vec<u8> = self.buf.iter().skip(skip).take(max).copied().collect();
+        SerialChunk {
+            start,
+            end: start + bytes.len() as u64,
+            lost,
+            bytes,
+        }
     }
 }
 
@@ -162,6 +233,35 @@ mod tests {
             got.push(b[0]);
         }
         assert_eq!(got, input);
+    }
+
+    #[test]
+    fn ring_keeps_the_last_bytes_and_counts_what_a_reader_lost() {
+        let mut r = SerialRing::new(8);
+        r.push(b"hello");
+        assert_eq!(r.since(0, usize::MAX).bytes, b"hello");
+        assert_eq!(r.since(2, 2).bytes, b"ll");
+        r.push(b" world");
+        assert_eq!((r.start(), r.end()), (3, 11));
+        let c = r.since(0, usize::MAX);
+        assert_eq!((c.start, c.end, c.lost), (3, 11, 3));
+        assert_eq!(c.bytes, b"lo world");
+        assert!(r.since(11, 100).bytes.is_empty());
+        assert!(r.since(500, 100).bytes.is_empty());
+        // A write larger than the ring keeps its tail.
+        r.push(&[b'z'; 100]);
+        assert_eq!(r.since(0, usize::MAX).bytes, vec![b'z'; 8]);
+        assert_eq!(r.end(), 111);
+    }
+
+    #[test]
+    fn a_flood_stays_within_the_ring() {
+        let mut r = SerialRing::new(SERIAL_SCROLLBACK);
+        for _ in 0..(4 * SERIAL_SCROLLBACK) {
+            r.push(b"x");
+        }
+        assert_eq!(r.buf.len(), SERIAL_SCROLLBACK);
+        assert_eq!(r.end(), 4 * SERIAL_SCROLLBACK as u64);
     }
 
     #[test]
