@@ -51,7 +51,7 @@ pub enum ProblemKind {
     TooLarge,
     /// The file cannot be read (missing, or no permission).
     Unreadable,
-    /// The path names something that is not a regular file.
+    /// The path names a directory, not a file.
     NotAFile,
     /// The file is readable but is not what the field needs.
     WrongContent,
@@ -220,11 +220,13 @@ fn check_file(path: &Path, field: SpecField, what: &str) -> Result<File, SpecPro
             format!("{shown}: {e} (check the path)"),
         )
     })?;
-    if !meta.is_file() {
+    // A directory is never an image. Anything else that can be opened and
+    // read is the user's choice: a block device (/dev/sr0) or a pipe.
+    if meta.is_dir() {
         return Err(SpecProblem::new(
             field,
             ProblemKind::NotAFile,
-            format!("{shown}: not a regular file; the {what} must be a file"),
+            format!("{shown}: a directory, not a file; the {what} must be a file"),
         ));
     }
     File::open(path).map_err(|e| {

@@ -871,11 +871,6 @@ impl Machine {
             .name("display".into())
             .spawn(move || {
                 crate::sandbox::enter(crate::sandbox::Role::Display);
-                while !exit.is_set() {
-                    vga.render();
-                    std::thread::sleep(Duration::from_millis(33));
-                }
-                crate::sandbox::enter(crate::sandbox::Role::Display);
                 catching_panics(&exit.clone(), "the display thread", || {
                     while !exit.is_set() {
                         vga.render();
