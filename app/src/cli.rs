@@ -1,7 +1,7 @@
 //! The headless runner: `vireo run`.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use vmm_engine::{
@@ -296,7 +296,7 @@ impl EscapeParser {
 
 /// Turns the VM process's sandbox on (before any thread starts), or says
 /// in the log that it is off.
-fn sandbox(a: &RunArgs, spec: &VmSpec) -> anyhow::Result<()> {
+fn sandbox(a: &RunArgs, spec: &VmSpec, control: Option<&Path>) -> anyhow::Result<()> {
     use vmm_engine::sandbox::{self, LandlockOutcome, SandboxPaths};
     if a.no_sandbox {
         log::warn!(
@@ -305,9 +305,7 @@ fn sandbox(a: &RunArgs, spec: &VmSpec) -> anyhow::Result<()> {
         return Ok(());
     }
     // The control socket's directory is the VM's runtime directory.
-    let runtime: Vec<PathBuf> = a
-        .control
-        .as_deref()
+    let runtime: Vec<PathBuf> = control
         .and_then(|p| std::path::absolute(p).ok())
         .and_then(|p| p.parent().map(PathBuf::from))
         .into_iter()
@@ -374,7 +372,7 @@ pub fn run(a: RunArgs) -> i32 {
         eprintln!("vireo: {e}");
         return 2;
     }
-    if let Err(e) = sandbox(&a, &spec) {
+    if let Err(e) = sandbox(&a, &spec, control_path.as_deref()) {
         eprintln!("vireo: {e}");
         return 2;
     }
