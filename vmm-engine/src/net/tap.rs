@@ -41,15 +41,7 @@ impl Tap {
             name: ifreq_name(&ifr),
             file,
         };
-        let hdr = VNET_HDR_LEN as libc::c_int;
-        // SAFETY: TUNSETVNETHDRSZ reads an int we own.
-        let r = unsafe { libc::ioctl(tap.file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr) };
-        if r < 0 {
-            return Err(NetError::io(
-                "setting the TAP vnet header size",
-                io::Error::last_os_error(),
-            ));
-        }
+        tap.set_vnet_hdr_len()?;
         Ok(tap)
     }
 
@@ -71,16 +63,22 @@ impl Tap {
                 ));
             }
         }
+        tap.set_vnet_hdr_len()?;
+        Ok(tap)
+    }
+
+    /// Tells the TAP the size of the virtio-net header in front of each frame.
+    fn set_vnet_hdr_len(&self) -> Result<(), NetError> {
         let hdr = VNET_HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads an int we own.
-        let r = unsafe { libc::ioctl(tap.file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr) };
+        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr) };
         if r < 0 {
             return Err(NetError::io(
                 "setting the TAP vnet header size",
                 io::Error::last_os_error(),
             ));
         }
-        Ok(tap)
+        Ok(())
     }
 
     /// Another handle on the same TAP (a dup of its fd).
