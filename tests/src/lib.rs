@@ -241,3 +241,67 @@ impl Console {
 pub fn count(hay: &str, needle: &str) -> usize {
     hay.matches(needle).count()
 }
+
+/// A network namespace the test made, with bridge br100 at 10.0.0.1/24
+/// (the seed's topology), removed on drop. Nothing touches the host's own
+/// namespace.
+pub struct Netns(String);
+
+impl Netns {
+    /// `prefix-PID`: one namespace per test process.
+    pub fn create(prefix: &str) -> Netns {
+        let name = format!("{prefix}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().expect("ip(8)");
+            assert!(st.success(), "ip {args:?} failed (root needed)");
+        };
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        for cmd in [
+            "link set lo up",
+            "link add br100 type bridge",
+            "addr add 10.0.0.1/24 dev br100",
+            "link set br100 up",
+        ] {
+            let mut a = vec!["-n", ns.0.as_str()];
+            a.extend(cmd.split(' '));
+            ip(&a);
+        }
+        ns
+    }
+
+    /// Runs `f` on a thread inside the namespace (TAPs made there stay there).
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        use std::os::fd::AsRawFd;
+        let path = format!("/var/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            // SAFETY: setns on this thread only, with a namespace fd.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    }
+
+    /// Pings `addr` from the namespace `count` times, waiting up to
+    /// `wait_s` seconds for each answer; returns how many came back.
+    pub fn ping(&self, addr: &str, count: u32, wait_s: u32) -> usize {
+        let (c, w) = (count.to_string(), wait_s.to_string());
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "ping", "-c", &c, "-W", &w, addr])
+            .output()
+            .expect("ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .filter(|l| l.contains("bytes from") && l.contains(addr))
+            .count()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}

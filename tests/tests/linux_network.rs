@@ -5,67 +5,13 @@
 //!
 //!     cargo test -p vireo-tests --test linux_network -- --ignored --test-threads 1
 
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
-use vireo_tests::{guest, require_hardware_kvm, require_kvm, Console};
+use vireo_tests::{guest, require_hardware_kvm, require_kvm, Console, Netns};
 use vmm_engine::{BootSpec, NicSpec, StopReason, Vm, VmSpec};
 
 const T: Duration = Duration::from_secs(180);
-
-struct Netns(String);
-
-impl Netns {
-    fn create() -> Netns {
-        let name = format!("vireo-linux-{}", std::process::id());
-        let ip = |args: &[&str]| {
-            let st = Command::new("ip").args(args).status().expect("ip(8)");
-            assert!(st.success(), "ip {args:?} failed (root needed)");
-        };
-        ip(&["netns", "add", &name]);
-        let ns = Netns(name);
-        for cmd in [
-            "link set lo up",
-            "link add br100 type bridge",
-            "addr add 10.0.0.1/24 dev br100",
-            "link set br100 up",
-        ] {
-            let mut a = vec!["-n", ns.0.as_str()];
-            a.extend(cmd.split(' '));
-            ip(&a);
-        }
-        ns
-    }
-
-    /// Runs `f` on a thread inside the namespace (TAPs made there stay there).
-    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open netns");
-            // SAFETY: setns on this thread only, with a namespace fd.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("netns thread")
-    }
-
-    fn ping(&self, addr: &str) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, "ping", "-c", "2", "-W", "3", addr])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 fn vm_spec(n: u8) -> VmSpec {
     let mut s = VmSpec::linux(guest("linux", "vmlinuz"));
@@ -87,7 +33,7 @@ fn vm_spec(n: u8) -> VmSpec {
 fn three_vms_on_a_bridge_ping_and_move_64_mib() {
     require_kvm();
     require_hardware_kvm();
-    let ns = Netns::create();
+    let ns = Netns::create("vireo-linux");
     let vms: Vec<Vm> = ns.run(|| {
         (2..=4u8)
             .map(|n| {
@@ -105,7 +51,7 @@ fn three_vms_on_a_bridge_ping_and_move_64_mib() {
     // The namespace reaches every VM.
     for n in 2..=4 {
         assert!(
-            ns.ping(&format!("10.0.0.{n}")),
+            ns.ping(&format!("10.0.0.{n}"), 2, 3) > 0,
             "namespace cannot ping 10.0.0.{n}"
         );
     }

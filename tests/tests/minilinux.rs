@@ -26,12 +26,11 @@
 //! CPUID) has neither, and dies on the first `popcnt` (hweight) or `xrstor`
 //! in KVM's emulator; see docs/LINUX-ON-PVM.md.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vireo_tests::{guest, require_kvm, work_dir, Console};
+use vireo_tests::{guest, require_kvm, work_dir, Console, Netns};
 use vmm_engine::{BootSpec, DiskFormat, DiskInterface, DiskSpec, NicSpec, Vm, VmSpec};
 
 /// A generous limit for each marker (a boot here takes 1-3 minutes).
@@ -102,64 +101,6 @@ fn disk(path: &Path, format: DiskFormat, interface: DiskInterface) -> DiskSpec {
     }
 }
 
-/// A network namespace with bridge br100 at 10.0.0.1/24, removed on drop.
-struct Netns(String);
-
-impl Netns {
-    fn create() -> Netns {
-        let name = format!("vireo-mini-{}", std::process::id());
-        let ip = |args: &[&str]| {
-            let st = Command::new("ip").args(args).status().expect("ip(8)");
-            assert!(st.success(), "ip {args:?} failed (root needed)");
-        };
-        ip(&["netns", "add", &name]);
-        let ns = Netns(name);
-        for cmd in [
-            "link set lo up",
-            "link add br100 type bridge",
-            "addr add 10.0.0.1/24 dev br100",
-            "link set br100 up",
-        ] {
-            let mut a = vec!["-n", ns.0.as_str()];
-            a.extend(cmd.split(' '));
-            ip(&a);
-        }
-        ns
-    }
-
-    /// Runs `f` on a thread inside the namespace (TAPs made there stay there).
-    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open netns");
-            // SAFETY: setns on this thread only, with a namespace fd.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("netns thread")
-    }
-
-    /// Pings `addr` 3 times; returns how many answers came back.
-    fn ping(&self, addr: &str) -> usize {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "ping", "-c", "3", "-W", "5", addr])
-            .output()
-            .expect("ping");
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .filter(|l| l.contains("bytes from") && l.contains(addr))
-            .count()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// Prints how long the boot took to reach `marker` (for CI accounting).
 fn report(test: &str, marker: &str, start: Instant) {
     eprintln!(
@@ -204,7 +145,7 @@ fn pvh_kernel_sees_every_device() {
         mac: "52:54:00:00:00:02".into(),
     });
 
-    let ns = Netns::create();
+    let ns = Netns::create("vireo-mini");
     let start = Instant::now();
     let vm = ns.run(move || {
         let vm = Vm::create(spec).expect("create VM");
@@ -232,7 +173,7 @@ fn pvh_kernel_sees_every_device() {
     report(t, "IP-Config", start);
     con.wait_for("Waiting for root device /dev/vdz", T);
     report(t, "waiting for root", start);
-    let answered = ns.ping("10.0.0.2");
+    let answered = ns.ping("10.0.0.2", 3, 5);
     assert_eq!(answered, 3, "the kernel answered {answered} of 3 pings");
     // The power button reaches the kernel's input layer (KEY_POWER = 116).
     let at = con.text.len();
