@@ -29,6 +29,7 @@ pub mod control;
 pub(crate) mod cpuid;
 pub(crate) mod devices;
 pub(crate) mod display;
+pub(crate) mod fuzzing;
 pub(crate) mod gsi;
 pub mod host;
 pub(crate) mod memory;
@@ -103,6 +104,10 @@ pub mod testing {
     }
     pub mod net {
         pub use crate::net::*;
+    }
+    /// Whole-device fuzz harnesses (the targets in fuzz/).
+    pub mod fuzzing {
+        pub use crate::fuzzing::*;
     }
     pub use crate::vm::open_kvm;
 }

@@ -1,0 +1,7 @@
+//! The whole fw_cfg device driven by a hostile guest program
+//! (see vmm-engine/src/fuzzing.rs for the input's format).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    vmm_engine::testing::fuzzing::fuzz_fw_cfg(data);
+});
